@@ -1,0 +1,1 @@
+"""Experiment configs: `--config=configs/<name>.py:<key=value,flag,...>`."""

@@ -1,0 +1,35 @@
+"""sora_jax: text-to-video diffusion transformers over spacetime patches, in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="sora_jax",
+    version="0.1.0",
+    description="Text-to-video with a diffusion transformer over spacetime latent patches (JAX/Flax).",
+    python_requires=">=3.11",
+    packages=find_packages(include=["sora_jax", "sora_jax.*"]),
+    package_data={"sora_jax": ["assets/*", "assets/**/*"]},
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "tensorflow-datasets>=4.9.10",
+        "array_record>=0.8",
+        "ml-collections>=1.1",
+        "grain>=0.2.18",
+        "av>=14",
+        "pillow>=10",
+        "numpy>=2",
+        "clu>=0.0.12",
+        "tqdm>=4.66",
+        "absl-py>=2",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90"],
+        "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "provenance": ["c2pa-python", "opencv-python-headless", "PyWavelets"],
+    },
+    entry_points={"console_scripts": ["sora-jax=sora_jax.cli:main"]},
+)
