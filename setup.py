@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Text-to-video with a diffusion transformer over spacetime latent patches (JAX/Flax).",
     python_requires=">=3.11",
-    packages=find_packages(include=["sora_jax", "sora_jax.*"]),
+    packages=find_packages(include=["sora_jax", "sora_jax.*", "configs"]),
     package_data={"sora_jax": ["assets/*", "assets/**/*"]},
     include_package_data=True,
     install_requires=[
