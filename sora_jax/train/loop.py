@@ -1,0 +1,192 @@
+"""The training loop shared by every task (VAE, text-to-video, ...).
+
+  config → validate → mesh → task → state from shapes (sharded) → AOT-compiled step →
+  loop (log, checkpoint with the data iterator, periodic videos) → resume from the workdir.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from sora_jax import config as config_lib
+from sora_jax.data import pipeline
+from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.parallel import rules as rules_lib
+from sora_jax.train import checkpoint as ckpt_lib
+from sora_jax.train import metrics as metrics_lib
+from sora_jax.train import state as state_lib
+from sora_jax.train import steps as steps_lib
+from sora_jax.train.tasks import make_task
+
+log = logging.getLogger(__name__)
+
+
+def _abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)
+
+
+def save_config(config, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json(indent=2))
+
+
+class Trainer:
+  """Builds everything a run needs; `run()` trains, `dry_run()` only compiles and reports."""
+
+  def __init__(self, config, workdir: str):
+    mesh_lib.maybe_initialize_distributed(config.mesh)
+    config_lib.validate(config, jax.device_count(), jax.process_count())
+    self.config, self.workdir = config, workdir
+    self.primary = mesh_lib.is_primary()
+    self.mesh = mesh_lib.make_mesh(config.mesh)
+    self.rules = rules_lib.rules_for(config.rules)
+    self.task = make_task(config)
+    self.tx, self.schedule = state_lib.make_optimizer(config.optim, config.train.steps)
+    self.data_it = pipeline.make_iterator(config.data, config.data.split, seed=config.seed)
+    self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                      async_save=config.train.async_checkpoint)
+    self.writer = metrics_lib.MetricWriter(workdir, enabled=self.primary)
+    if self.primary:
+      save_config(config, workdir)
+
+  def _context(self):
+    return _Both(jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules))
+
+  def _next_batch(self):
+    return self.task.prepare(next(self.data_it), self.mesh)
+
+  def setup(self):
+    """State (restored or fresh) and the compiled step. Leaves the iterator where it belongs."""
+    cfg = self.config
+    with self._context():
+      start = self.data_it.get_state()
+      batch = self._next_batch()       # shapes for the abstract state only
+      self.data_it.set_state(start)
+      init_fn = state_lib.make_init_fn(self.task, self.tx)
+      init_rng = jax.random.key(cfg.seed)
+      boxed = jax.eval_shape(init_fn, init_rng, batch)
+      self.state_shardings = rules_lib.state_shardings(boxed, self.mesh, self.rules)
+      abstract = _abstract_with_shardings(state_lib.unbox(boxed), self.state_shardings)
+      self.replicated = rules_lib.replicated(self.mesh)
+      self.batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
+      if self.ckpt.latest_step() is not None:
+        step, state = self.ckpt.restore(abstract, self.data_it)
+        log.info("resumed from %s at step %d", self.ckpt.directory, step)
+      else:
+        state = jax.jit(lambda r, b: state_lib.unbox(init_fn(r, b)),
+                        out_shardings=self.state_shardings)(init_rng, batch)
+      train_step = steps_lib.make_train_step(self.task, self.tx, self.schedule,
+                                             cfg.optim.ema_decay)
+      t0 = time.time()
+      self.step_fn, compiled = steps_lib.compile_train_step(
+          train_step, state, batch, steps_lib.step_rng(cfg.seed, 0),
+          state_shardings=self.state_shardings, batch_shardings=self.batch_shardings,
+          replicated=self.replicated)
+      self.facts = steps_lib.compiled_facts(compiled)
+      self.facts["compile_s"] = time.time() - t0
+      self.facts["params"] = state_lib.param_count(state.params)
+      self.compiled = compiled
+    return state
+
+  def report_facts(self) -> str:
+    f = self.facts
+    mb = lambda k: f"{f.get(k, float('nan')) / 2**20:.1f} MiB"  # noqa: E731
+    return (f"params={f['params']:,} | per device: args {mb('argument_size_in_bytes')}, "
+            f"temp {mb('temp_size_in_bytes')}, peak≈{mb('peak_bytes_estimate')} | "
+            f"step GFLOPs={f.get('flops', float('nan')) / 1e9:.2f} | "
+            f"compile {f['compile_s']:.1f}s | mesh {dict(self.mesh.shape)}")
+
+  def run(self, state=None, max_steps: int | None = None) -> dict:
+    cfg = self.config
+    state = self.setup() if state is None else state
+    if self.primary:
+      print(self.report_facts(), flush=True)
+    total = cfg.train.steps
+    start = int(state.step)
+    stop = total if max_steps is None else min(total, start + max_steps)
+    last: dict[str, float] = {}
+    pbar = tqdm(total=total, initial=start, disable=not self.primary, dynamic_ncols=True,
+                desc=cfg.task)
+    t_last, n_since = time.time(), 0
+    with self._context():
+      for step in range(start, stop):
+        batch = self._next_batch()
+        state, metrics = self.step_fn(state, batch, steps_lib.step_rng(cfg.seed, step))
+        n_since += 1
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == stop:
+          last = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+          if not np.isfinite(last["loss"]):
+            raise FloatingPointError(
+                f"loss is {last['loss']} at step {done}; the last good checkpoint is "
+                f"{self.ckpt.latest_step()} in {self.ckpt.directory}")
+          rate = n_since / max(time.time() - t_last, 1e-9)
+          t_last, n_since = time.time(), 0
+          self.writer.write_scalars(done, {**last, "steps_per_s": rate})
+          pbar.set_postfix_str(metrics_lib.console_line(done, total, last, rate)
+                               .split(" ", 2)[2][:120])
+        if done % cfg.train.ckpt_every == 0 or done == stop:
+          self.ckpt.save(done, state, self.data_it)
+        if cfg.train.sample_every and (done % cfg.train.sample_every == 0 or done == stop):
+          self.visualize(state, batch, done)
+        pbar.update(1)
+    pbar.close()
+    self.ckpt.wait()
+    self.writer.flush()
+    last["step"] = int(state.step)
+    self.state = state
+    return last
+
+  def visualize(self, state, batch, step: int) -> None:
+    videos = self.task.visualize(state.ema_params, batch, steps_lib.step_rng(self.config.seed + 1,
+                                                                             step))
+    for name, frames in videos.items():
+      self.writer.write_video(step, name, np.asarray(frames), fps=self.config.data.fps)
+
+  def close(self) -> None:
+    self.ckpt.close()
+    self.writer.close()
+
+
+class _Both:
+  """Enters two context managers in order (mesh, then logical axis rules)."""
+
+  def __init__(self, a, b):
+    self.a, self.b = a, b
+
+  def __enter__(self):
+    self.a.__enter__()
+    self.b.__enter__()
+    return self
+
+  def __exit__(self, *exc):
+    self.b.__exit__(*exc)
+    return self.a.__exit__(*exc)
+
+
+def train(config, workdir: str, max_steps: int | None = None) -> dict:
+  trainer = Trainer(config, workdir)
+  try:
+    if config.train.dry_run:
+      trainer.setup()
+      print(trainer.report_facts(), flush=True)
+      return dict(trainer.facts)
+    return trainer.run(max_steps=max_steps)
+  finally:
+    trainer.close()
+
+
+def load_run_config(workdir: str):
+  import ml_collections as mlc
+  with open(os.path.join(workdir, "config.json")) as f:
+    return mlc.ConfigDict(json.load(f))
