@@ -1,0 +1,234 @@
+"""Causal 3D-conv VAE that compresses video into spacetime latents.
+
+Shapes: x [B, T, H, W, 3] in [-1, 1] with T = 1 + tc*k  ->  latents [B, 1 + k, H/s, W/s, zc].
+The first frame is encoded on its own (every block is causal; see vae_blocks.py), so a still
+image (T = 1) is a one-frame video and lands in the same latent space as the first frame of a
+clip. The 1x8x8 image VAE, 4x8x8 and 4x16x16 are one module with different fields.
+
+Level schedule: len(channel_mult) levels, with a x2 downsample between consecutive levels.
+Spatial downsamples take the first log2(s) slots, temporal ones the first log2(tc) slots (time is
+compressed early, where frames are largest, which is what makes video affordable on small
+hardware). The decoder mirrors the encoder.
+
+Chunked and tiled inference live in vae_chunked.py; they use the `cache` collection.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sora_jax.models.vae_blocks import (CausalConv3d, Downsample, FrameAttention, FrameGroupNorm,
+                                        ResBlock, Upsample, constrain)
+
+Dtype = Any
+TEMPORAL_COMPRESSIONS = (1, 2, 4)
+SPATIAL_COMPRESSIONS = (8, 16)
+LOGVAR_RANGE = (-30.0, 20.0)
+
+
+def _log2(n: int) -> int:
+  return int(round(math.log2(n)))
+
+
+def _schedule(n_levels: int, spatial_compression: int, temporal_compression: int):
+  """(temporal, spatial) downsample flags for each of the n_levels - 1 slots."""
+  ns, nt = _log2(spatial_compression), _log2(temporal_compression)
+  slots = n_levels - 1
+  if ns > slots or nt > slots:
+    raise ValueError(f"channel_mult has {n_levels} levels ({slots} downsampling slots) but the "
+                     f"compression needs {max(ns, nt)}")
+  return [(i < nt, i < ns) for i in range(slots)]
+
+
+class Encoder(nn.Module):
+  temporal_compression: int
+  spatial_compression: int
+  latent_channels: int
+  channels: int
+  channel_mult: tuple[int, ...]
+  num_res_blocks: int
+  mid_attention: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    sched = _schedule(len(self.channel_mult), self.spatial_compression, self.temporal_compression)
+    h = CausalConv3d(self.channels, **kw, name="conv_in")(constrain(x))
+    for level, mult in enumerate(self.channel_mult):
+      for j in range(self.num_res_blocks):
+        h = ResBlock(self.channels * mult, **kw, name=f"down{level}_res{j}")(h)
+      if level < len(sched):
+        t, s = sched[level]
+        if t or s:
+          h = Downsample(self.channels * mult, t, s, **kw, name=f"down{level}_sample")(h)
+    width = self.channels * self.channel_mult[-1]
+    h = ResBlock(width, **kw, name="mid_res0")(h)
+    if self.mid_attention:
+      h = FrameAttention(**kw, name="mid_attn")(h)
+    h = ResBlock(width, **kw, name="mid_res1")(h)
+    h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
+    h = CausalConv3d(2 * self.latent_channels, **kw, name="conv_out")(h)
+    return constrain(h.astype(jnp.float32))
+
+
+class Decoder(nn.Module):
+  temporal_compression: int
+  spatial_compression: int
+  channels: int
+  channel_mult: tuple[int, ...]
+  num_res_blocks: int
+  out_channels: int = 3
+  mid_attention: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    sched = _schedule(len(self.channel_mult), self.spatial_compression, self.temporal_compression)
+    width = self.channels * self.channel_mult[-1]
+    h = CausalConv3d(width, **kw, name="conv_in")(constrain(z))
+    h = ResBlock(width, **kw, name="mid_res0")(h)
+    if self.mid_attention:
+      h = FrameAttention(**kw, name="mid_attn")(h)
+    h = ResBlock(width, **kw, name="mid_res1")(h)
+    for level in reversed(range(len(self.channel_mult))):
+      feats = self.channels * self.channel_mult[level]
+      for j in range(self.num_res_blocks + 1):
+        h = ResBlock(feats, **kw, name=f"up{level}_res{j}")(h)
+      if level > 0:
+        t, s = sched[level - 1]
+        if t or s:
+          h = Upsample(feats, t, s, **kw, name=f"up{level}_sample")(h)
+    h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
+    h = CausalConv3d(self.out_channels, **kw, name="conv_out")(h)
+    return constrain(h.astype(jnp.float32))
+
+
+class VAE(nn.Module):
+  """Spacetime VAE with a diagonal-Gaussian posterior. See the module docstring for shapes."""
+  temporal_compression: int = 4
+  spatial_compression: int = 8
+  latent_channels: int = 8
+  channels: int = 64
+  channel_mult: tuple[int, ...] = (1, 2, 4, 4)
+  num_res_blocks: int = 1
+  out_channels: int = 3
+  mid_attention: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    common = dict(temporal_compression=self.temporal_compression,
+                  spatial_compression=self.spatial_compression, channels=self.channels,
+                  channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
+                  mid_attention=self.mid_attention, dtype=self.dtype,
+                  param_dtype=self.param_dtype)
+    self.encoder = Encoder(latent_channels=self.latent_channels, **common)
+    self.decoder = Decoder(out_channels=self.out_channels, **common)
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x [B, T, H, W, 3] in [-1, 1] -> (mean, logvar), each [B, 1+(T-1)//tc, H/s, W/s, zc]."""
+    moments = self.encoder(x)
+    mean, logvar = jnp.split(moments, 2, axis=-1)
+    return mean, jnp.clip(logvar, *LOGVAR_RANGE)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    """z [B, Tl, h, w, zc] -> x_hat [B, 1+(Tl-1)*tc, h*s, w*s, 3] (float32, unclipped)."""
+    return self.decoder(z)
+
+  def __call__(self, x: jax.Array, rng: jax.Array | None = None,
+               sample_posterior: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns (x_hat, mean, logvar). Samples z when sample_posterior and rng is given, else
+    decodes the posterior mean."""
+    mean, logvar = self.encode(x)
+    z = mean
+    if sample_posterior and rng is not None:
+      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+    return self.decode(z), mean, logvar
+
+
+def kl_divergence(mean: jax.Array, logvar: jax.Array) -> jax.Array:
+  """KL(N(mean, exp(logvar)) || N(0, 1)), mean over all latent elements."""
+  return 0.5 * jnp.mean(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+
+
+def _dtype(name, key: str):
+  if not isinstance(name, str):
+    return name
+  table = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+  if name not in table:
+    raise ValueError(f"{key}={name!r} is not a dtype; use 'float32' or 'bfloat16'")
+  return table[name]
+
+
+def vae_from_config(vae_cfg) -> VAE:
+  """Builds the VAE from the `config.vae` section."""
+  return VAE(
+      temporal_compression=int(vae_cfg.temporal_compression),
+      spatial_compression=int(vae_cfg.spatial_compression),
+      latent_channels=int(vae_cfg.latent_channels),
+      channels=int(vae_cfg.channels),
+      channel_mult=tuple(int(m) for m in vae_cfg.channel_mult),
+      num_res_blocks=int(vae_cfg.num_res_blocks),
+      mid_attention=bool(vae_cfg.get("mid_attention", False)),
+      dtype=_dtype(vae_cfg.get("dtype", "float32"), "vae.dtype"),
+      param_dtype=_dtype(vae_cfg.get("param_dtype", "float32"), "vae.param_dtype"))
+
+
+def latent_shape(frames: int, height: int, width: int, vae_cfg) -> tuple[int, int, int, int]:
+  """(latent_frames, latent_height, latent_width, latent_channels) for a clip of this size."""
+  tc, s = int(vae_cfg.temporal_compression), int(vae_cfg.spatial_compression)
+  return (1 + (frames - 1) // tc, height // s, width // s, int(vae_cfg.latent_channels))
+
+
+def validate_vae_config(vae_cfg, frames: int, height: int, width: int) -> None:
+  """Raises ValueError naming the offending key, its value and the fix."""
+  tc, s = vae_cfg.temporal_compression, vae_cfg.spatial_compression
+  if tc not in TEMPORAL_COMPRESSIONS:
+    raise ValueError(f"vae.temporal_compression={tc} is not supported; use one of "
+                     f"{TEMPORAL_COMPRESSIONS}")
+  if s not in SPATIAL_COMPRESSIONS:
+    raise ValueError(f"vae.spatial_compression={s} is not supported; use one of "
+                     f"{SPATIAL_COMPRESSIONS}")
+  if vae_cfg.latent_channels <= 0:
+    raise ValueError(f"vae.latent_channels={vae_cfg.latent_channels} must be > 0; use 4, 8 or 16")
+  if vae_cfg.channels <= 0 or vae_cfg.num_res_blocks < 0:
+    raise ValueError(f"vae.channels={vae_cfg.channels} must be > 0 and vae.num_res_blocks="
+                     f"{vae_cfg.num_res_blocks} >= 0")
+  mult = tuple(vae_cfg.channel_mult)
+  ns, nt = _log2(s), _log2(tc)
+  if len(mult) - 1 != ns:
+    suggestion = tuple(list(mult[:ns + 1]) + [mult[-1]] * max(0, ns + 1 - len(mult)))
+    raise ValueError(
+        f"vae.channel_mult={mult} has {len(mult) - 1} downsampling levels but "
+        f"vae.spatial_compression={s} needs log2({s}) = {ns}; use {ns + 1} entries, "
+        f"e.g. vae.channel_mult={suggestion}")
+  if nt > len(mult) - 1:
+    raise ValueError(f"vae.temporal_compression={tc} needs {nt} downsampling levels but "
+                     f"vae.channel_mult={mult} has {len(mult) - 1}")
+  if (frames - 1) % tc or frames < 1:
+    ok = ", ".join(str(1 + tc * k) for k in range(5))
+    raise ValueError(f"data.frames={frames} is not 1 + {tc}k for vae.temporal_compression={tc}; "
+                     f"use {ok}, ...")
+  for key, val in (("data.height", height), ("data.width", width)):
+    if val % s:
+      raise ValueError(f"{key}={val} is not divisible by vae.spatial_compression={s}; use "
+                       f"{max(s, val // s * s)} or {(val // s + 1) * s}")
+  for key in ("dtype", "param_dtype"):
+    if key in vae_cfg:
+      _dtype(vae_cfg[key], f"vae.{key}")
+  if vae_cfg.get("recon_loss", "l1") not in ("l1", "l2"):
+    raise ValueError(f"vae.recon_loss={vae_cfg.recon_loss!r}; use 'l1' or 'l2'")
+  tile, overlap = int(vae_cfg.get("tile", 0)), int(vae_cfg.get("tile_overlap", 0))
+  if tile and (tile % s or overlap % s or not 0 <= overlap < tile):
+    raise ValueError(f"vae.tile={tile} and vae.tile_overlap={overlap} must be multiples of "
+                     f"vae.spatial_compression={s} with 0 <= tile_overlap < tile")
+  if int(vae_cfg.get("encode_chunk", 1)) < 0:
+    raise ValueError(f"vae.encode_chunk={vae_cfg.encode_chunk} must be >= 0 (0 = one pass)")

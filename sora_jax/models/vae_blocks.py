@@ -1,0 +1,188 @@
+"""Building blocks of the causal 3D-conv VAE: conv, norm, residual, down/upsampling, attention.
+
+Every block is causal in time: frame t of an output depends only on input frames <= t (and on
+nothing at all from later frames). Two choices make that true:
+
+* `CausalConv3d` pads time only on the past side, with k_t - 1 copies of the FIRST frame
+  ("replicate" padding; "zeros" is available). Replicate padding means a still image sees itself
+  as a frozen past, which keeps image and video statistics close.
+* `FrameGroupNorm` normalises each frame on its own (over H, W and the channel group), never over
+  time, so statistics of future frames cannot leak into past ones.
+
+Chunked inference: when the `cache` collection is mutable, every causal conv stores the input
+frames its next call still needs (the tail of its padded input not yet used as a window start:
+k_t - 1 frames for stride 1, k_t - 2 for stride 2 with whole pairs). When a `cache` variable
+already exists the conv uses it instead of padding, so a clip fed in chunks gives exactly the
+one-pass result. `TemporalUpsample` remembers in the same way whether it has seen the first frame.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+ACT = ("act_batch", "act_frames", "act_height", "act_width", "act_channels")
+CONV_NAMES = (None, None, None, "conv_in", "conv_out")
+
+
+def constrain(x: jax.Array) -> jax.Array:
+  return nn.with_logical_constraint(x, ACT)
+
+
+class CausalConv3d(nn.Module):
+  """3D convolution, causal in time (past-side padding), symmetric zero padding in space."""
+  features: int
+  kernel_size: tuple[int, int, int] = (3, 3, 3)
+  strides: tuple[int, int, int] = (1, 1, 1)
+  time_padding: str = "replicate"  # replicate | zeros
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kt, kh, kw = self.kernel_size
+    st, sh, sw = self.strides
+    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, CONV_NAMES),
+                        (kt, kh, kw, x.shape[-1], self.features), self.param_dtype)
+    x = x.astype(self.dtype)
+    if kt > 1 or st > 1:
+      if self.has_variable("cache", "past"):
+        past = self.get_variable("cache", "past").astype(self.dtype)
+      elif self.time_padding == "replicate":
+        past = jnp.repeat(x[:, :1], kt - 1, axis=1)
+      elif self.time_padding == "zeros":
+        past = jnp.zeros((x.shape[0], kt - 1) + x.shape[2:], self.dtype)
+      else:
+        raise ValueError(f"time_padding must be 'replicate' or 'zeros', got {self.time_padding!r}")
+      x = jnp.concatenate([past, x], axis=1)
+      n_out = (x.shape[1] - kt) // st + 1
+      if n_out < 1:
+        raise ValueError(f"causal conv got {x.shape[1]} frames with its cache; needs >= {kt}")
+      if self.is_mutable_collection("cache"):
+        self.put_variable("cache", "past", x[:, n_out * st:])
+    y = jax.lax.conv_general_dilated(
+        x, kernel.astype(self.dtype), window_strides=(st, sh, sw),
+        padding=((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)),
+        dimension_numbers=("NTHWC", "THWIO", "NTHWC"))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+                        (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class FrameGroupNorm(nn.Module):
+  """GroupNorm whose statistics are per frame (over H, W, channel group), computed in float32."""
+  num_groups: int = 32
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    g = min(self.num_groups, c)
+    while c % g:
+      g -= 1
+    xf = x.astype(jnp.float32).reshape(x.shape[:-1] + (g, c // g))
+    axes = (2, 3, 5)
+    mean = xf.mean(axis=axes, keepdims=True)
+    var = jnp.square(xf - mean).mean(axis=axes, keepdims=True)
+    xf = ((xf - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (c,), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+                      (c,), self.param_dtype)
+    return (xf * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+class ResBlock(nn.Module):
+  """GroupNorm -> SiLU -> CausalConv3d, twice, plus a (1x1x1 conv when widths differ) skip."""
+  features: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.silu(FrameGroupNorm(**kw, name="norm1")(x))
+    h = CausalConv3d(self.features, **kw, name="conv1")(h)
+    h = nn.silu(FrameGroupNorm(**kw, name="norm2")(h))
+    h = CausalConv3d(self.features, **kw, name="conv2")(h)
+    if x.shape[-1] != self.features:
+      x = CausalConv3d(self.features, kernel_size=(1, 1, 1), **kw, name="skip")(x)
+    return constrain(x.astype(self.dtype) + h)
+
+
+class FrameAttention(nn.Module):
+  """Single-head self-attention within each frame (spatial only, so it stays causal)."""
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    b, t, h, w, c = x.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = FrameGroupNorm(**kw, name="norm")(x)
+    qkv = CausalConv3d(3 * c, kernel_size=(1, 1, 1), **kw, name="qkv")(y)
+    q, k, v = jnp.split(qkv.reshape(b * t, h * w, 1, 3 * c), 3, axis=-1)
+    y = jax.nn.dot_product_attention(q, k, v).reshape(b, t, h, w, c)
+    y = CausalConv3d(c, kernel_size=(1, 1, 1), **kw, name="proj")(y)
+    return x.astype(self.dtype) + y
+
+
+class Downsample(nn.Module):
+  """Strided causal conv: x2 in space and/or time.
+
+  In time, the kernel-3 stride-2 window for output i covers frames (2i-2, 2i-1, 2i) after
+  past-side padding by two copies of frame 0, so output 0 sees frame 0 alone and T = 1 + 2k
+  frames map to 1 + k: the first frame is encoded on its own.
+  """
+  features: int
+  temporal: bool
+  spatial: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    st, ss = (2 if self.temporal else 1), (2 if self.spatial else 1)
+    return CausalConv3d(self.features, strides=(st, ss, ss), dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="conv")(x)
+
+
+class Upsample(nn.Module):
+  """Nearest x2 in space, then one causal conv; in time a depth-to-time split of 2 channels groups.
+
+  Temporal: latent frame 0 yields frame 0 only (the first of its pair is dropped) and latent frame
+  i >= 1 yields frames 2i-1, 2i, so 1 + k frames become 1 + 2k, causally. Across chunks the drop
+  happens only in the first chunk (remembered in the `cache` collection).
+  """
+  features: int
+  temporal: bool
+  spatial: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if self.spatial:
+      x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+    mult = 2 if self.temporal else 1
+    x = CausalConv3d(self.features * mult, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="conv")(x)
+    if self.temporal:
+      b, t, h, w, _ = x.shape
+      x = x.reshape(b, t, h, w, 2, self.features)
+      x = jnp.moveaxis(x, 4, 2).reshape(b, 2 * t, h, w, self.features)
+      continuing = self.has_variable("cache", "started")
+      if not continuing:
+        x = x[:, 1:]
+      if self.is_mutable_collection("cache"):
+        self.put_variable("cache", "started", jnp.ones((), jnp.int32))
+    return constrain(x)
