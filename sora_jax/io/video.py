@@ -162,6 +162,26 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
   return np.clip(np.round((frames.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Scales uint8 `[T, h, w, 3]` to cover `height x width` (aspect kept), then crops the centre.
+
+  Pillow's bilinear filter widens its support when shrinking, so downscaling is antialiased.
+  """
+  frames = np.asarray(frames)
+  t, h, w = frames.shape[:3]
+  if (h, w) == (height, width):
+    return frames
+  scale = max(height / h, width / w)
+  nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+  top, left = (nh - height) // 2, (nw - width) // 2
+  box = (left, top, left + width, top + height)
+  out = np.empty((t, height, width, 3), np.uint8)
+  for i in range(t):
+    img = Image.fromarray(frames[i]).resize((nw, nh), Image.Resampling.BILINEAR)
+    out[i] = np.asarray(img.crop(box))
+  return out
+
+
 def write_video(path: PathLike, frames: np.ndarray, fps: float = 8, codec: str | None = None,
                 crf: int = 18) -> str:
   """Writes `[T, H, W, 3]` frames (uint8, or float in [-1, 1]); the extension picks the format.

@@ -95,3 +95,15 @@ def test_damaged_files_raise_video_read_error(tmp_path):
     video.read_video(tmp_path / "cut.mp4")
   with pytest.raises(video.VideoReadError):
     video.video_info(tmp_path / "garbage.mp4")
+
+
+def test_resize_center_crop_keeps_aspect():
+  # Left half black, right half white, 40x80: cropping 16x16 from the centre straddles the edge.
+  frames = np.zeros((2, 40, 80, 3), np.uint8)
+  frames[:, :, 40:] = 255
+  out = video.resize_center_crop(frames, 16, 16)
+  assert out.shape == (2, 16, 16, 3) and out.dtype == np.uint8
+  assert out[0, 8, 2].max() == 0 and out[0, 8, 13].min() == 255
+  wide = video.resize_center_crop(frames, 10, 40)      # same aspect: a plain downscale
+  assert wide.shape == (2, 10, 40, 3) and wide[0, 5, :18].max() == 0
+  assert video.resize_center_crop(frames, 40, 80) is frames

@@ -1,0 +1,333 @@
+"""TFDS builders (array_record, no TensorFlow): `shapes_world` and `video_folder`.
+
+`shapes_world` materialises the procedural world: example `i` of a split is the clip rendered from
+`clip_seed(split, i)`, exactly what the pipeline's procedural source renders on the fly, so a
+prepared dataset and the infinite stream agree on their first N clips. The splits take seeds from
+disjoint ranges; `test_compositional` holds the attribute combinations the world keeps out of train.
+
+`video_folder` turns a directory of the user's videos into fixed-length captioned clips.
+Unreadable, truncated, uncaptioned or too-short files are skipped, logged and counted in the
+dataset's metadata (`builder.info.metadata["skipped"]`) and in `skipped.json` beside the data.
+
+Builder config names are strings a data config can carry: "TxHxW" (e.g. "17x64x64"), optionally
+"TxHxW-nN" for N train examples (eval splits get max(2, N // 10)) — tests prepare "8x32x32-n8".
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import re
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from sora_jax.io import video as video_io
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test", "test_compositional")
+# Seeds of split s are offset + i; 2**28 per split is far beyond any dataset or procedural length.
+_SPLIT_OFFSET = {name: k << 28 for k, name in enumerate(SPLITS)}
+MAX_OBJECTS = 3
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".gif")
+
+
+def clip_seed(split: str, index: int) -> int:
+  """The world seed of clip `index` of `split`; ranges of different splits never overlap."""
+  if split not in _SPLIT_OFFSET:
+    raise ValueError(f"unknown split {split!r}; shapes_world splits are {', '.join(SPLITS)}")
+  if not 0 <= index < 1 << 28:
+    raise ValueError(f"clip index {index} out of range [0, 2**28)")
+  return _SPLIT_OFFSET[split] + int(index)
+
+
+class _CodePathHere:
+  """tfds locates a package builder's source through `importlib_resources` (not installed here,
+  and not needed): point it at this file directly."""
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    return epath.Path(__file__)
+
+
+# --------------------------------------------------------------------------- shapes_world
+
+
+@dataclasses.dataclass
+class ShapesWorldConfig(tfds.core.BuilderConfig):
+  frames: int = 17
+  height: int = 64
+  width: int = 64
+  fps: float = 8.0
+  num_train: int = 2000
+  num_validation: int = 200
+  num_test: int = 200
+  num_test_compositional: int = 200
+
+  def num_examples(self, split: str) -> int:
+    return int(getattr(self, f"num_{split}"))
+
+
+_NAME_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:-n(\d+))?$")
+_DEFAULT_COUNTS = {"17x32x32": 2000, "17x64x64": 2000, "33x128x128": 1000, "65x256x256": 200}
+
+
+def shapes_world_config(name: str) -> ShapesWorldConfig:
+  """"TxHxW" or "TxHxW-nN" -> a config (predefined sizes keep their example counts)."""
+  m = _NAME_RE.match(str(name))
+  if not m:
+    raise ValueError(f"shapes_world builder_config {name!r} is not 'TxHxW' or 'TxHxW-nN' "
+                     f"(e.g. '17x64x64' or '8x32x32-n8'); predefined: {', '.join(_DEFAULT_COUNTS)}")
+  t, h, w, n = m.groups()
+  base = f"{t}x{h}x{w}"
+  train = int(n) if n else _DEFAULT_COUNTS.get(base, 1000)
+  evals = max(2, train // 10)
+  return ShapesWorldConfig(name=name, description=f"{t} frames of {h}x{w}, {train} train clips",
+                           frames=int(t), height=int(h), width=int(w), num_train=train,
+                           num_validation=evals, num_test=evals, num_test_compositional=evals)
+
+
+def _world():
+  # Imported here so that video_folder users never need the world module's dependencies.
+  from sora_jax.data import worlds  # pylint: disable=g-import-not-at-top
+  return worlds
+
+
+class ShapesWorld(_CodePathHere, tfds.core.GeneratorBasedBuilder):
+  """Procedural shapes moving with simple physics, with captions and ground truth."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [shapes_world_config(n) for n in _DEFAULT_COUNTS]
+
+  def __init__(self, *, config: str | tfds.core.BuilderConfig | None = None, **kwargs):
+    if isinstance(config, str):
+      config = shapes_world_config(config)
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(config=config, **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
+    t, k = c.frames, MAX_OBJECTS
+    tensor = tfds.features.Tensor
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "video": tensor(shape=(t, c.height, c.width, 3), dtype=np.uint8,
+                            encoding=tfds.features.Encoding.ZLIB),
+            "caption": tfds.features.Text(),
+            "caption_detailed": tfds.features.Text(),
+            "scene_json": tfds.features.Text(),
+            "seed": tensor(shape=(), dtype=np.int64),
+            "positions": tensor(shape=(t, k, 2), dtype=np.float32),
+            "boxes": tensor(shape=(t, k, 4), dtype=np.float32),
+            "visible": tensor(shape=(t, k), dtype=np.bool_),
+            "object_valid": tensor(shape=(k,), dtype=np.bool_),
+            "color_ids": tensor(shape=(k,), dtype=np.int32),
+            "shape_ids": tensor(shape=(k,), dtype=np.int32),
+            "motion_ids": tensor(shape=(k,), dtype=np.int32),
+        }),
+        metadata=tfds.core.MetadataDict(fps=c.fps),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {split: self._generate_examples(split) for split in SPLITS
+            if self.builder_config.num_examples(split) > 0}
+
+  def _generate_examples(self, split: str):
+    c = self.builder_config
+    worlds = _world()
+    for i in range(c.num_examples(split)):
+      seed = clip_seed(split, i)
+      clip = worlds.generate_clip(seed, c.frames, c.height, c.width, fps=c.fps, split=split)
+      yield i, render_example(clip, seed)
+
+
+_GT_DTYPES = {"positions": np.float32, "boxes": np.float32, "visible": np.bool_,
+              "object_valid": np.bool_, "color_ids": np.int32, "shape_ids": np.int32,
+              "motion_ids": np.int32}
+
+
+def render_example(clip: dict[str, Any], seed: int) -> dict[str, Any]:
+  """A world clip as a shapes_world example (same keys and dtypes as the features)."""
+  ex = {"video": np.asarray(clip["video"], np.uint8), "caption": clip["caption"],
+        "caption_detailed": clip["caption_detailed"], "scene_json": clip["scene_json"],
+        "seed": np.int64(seed)}
+  for key, dtype in _GT_DTYPES.items():
+    ex[key] = np.asarray(clip[key], dtype)
+  return ex
+
+
+# --------------------------------------------------------------------------- video_folder
+
+
+@dataclasses.dataclass
+class VideoFolderConfig(tfds.core.BuilderConfig):
+  folder: str = ""
+  frames: int = 17
+  height: int = 64
+  width: int = 64
+  fps: float = 8.0
+
+
+def video_folder_config(folder: str | os.PathLike, frames: int, height: int, width: int,
+                        fps: float = 8.0) -> VideoFolderConfig:
+  """The config name carries the shape and a hash of the folder so different folders never mix."""
+  folder = str(pathlib.Path(folder).expanduser().resolve())
+  digest = hashlib.sha1(folder.encode()).hexdigest()[:8]
+  fps_tag = f"{fps:g}".replace(".", "p")
+  return VideoFolderConfig(name=f"{frames}x{height}x{width}-{fps_tag}fps-{digest}",
+                           description=f"clips of {folder}", folder=folder, frames=frames,
+                           height=height, width=width, fps=fps)
+
+
+def read_captions(folder: pathlib.Path) -> dict[str, str]:
+  """Captions keyed by path relative to `folder`: captions.jsonl / captions.csv, then sidecars."""
+  caps: dict[str, str] = {}
+  jsonl, table = folder / "captions.jsonl", folder / "captions.csv"
+  if jsonl.exists():
+    for n, line in enumerate(jsonl.read_text().splitlines(), 1):
+      if line.strip():
+        row = json.loads(line)
+        if "file" not in row or "caption" not in row:
+          raise ValueError(f"{jsonl}:{n}: each line needs keys 'file' and 'caption'")
+        caps[str(row["file"])] = str(row["caption"]).strip()
+  if table.exists():
+    with open(table, newline="") as f:
+      reader = csv.DictReader(f)
+      if not {"file", "caption"} <= set(reader.fieldnames or ()):
+        raise ValueError(f"{table}: needs columns 'file' and 'caption', has {reader.fieldnames}")
+      for row in reader:
+        caps[row["file"]] = row["caption"].strip()
+  for path in _video_files(folder):
+    side = path.with_suffix(".txt")
+    if side.exists():
+      caps.setdefault(str(path.relative_to(folder)), side.read_text().strip())
+  return caps
+
+
+def _video_files(folder: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS
+                and p.is_file())
+
+
+def clip_video(frames: np.ndarray, length: int) -> list[np.ndarray]:
+  """Non-overlapping clips of exactly `length` frames; the tail shorter than that is dropped."""
+  return [frames[s:s + length] for s in range(0, len(frames) - length + 1, length)]
+
+
+class VideoFolder(_CodePathHere, tfds.core.GeneratorBasedBuilder):
+  """A user's directory of captioned videos, cut into fixed-length clips."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  def __init__(self, *, config: VideoFolderConfig | None = None, folder: str = "",
+               frames: int = 17, height: int = 64, width: int = 64, fps: float = 8.0, **kwargs):
+    if config is None:
+      if not folder:
+        raise ValueError("video_folder needs a folder: set config.data.folder to your videos")
+      config = video_folder_config(folder, frames, height, width, fps)
+    kwargs.setdefault("file_format", "array_record")
+    super().__init__(config=config, **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    c = self.builder_config
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({
+            "video": tfds.features.Tensor(shape=(c.frames, c.height, c.width, 3), dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.ZLIB),
+            "caption": tfds.features.Text(),
+            "caption_detailed": tfds.features.Text(),
+            "file": tfds.features.Text(),
+            "clip_index": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "seed": tfds.features.Tensor(shape=(), dtype=np.int64),
+        }),
+        metadata=tfds.core.MetadataDict(fps=c.fps, folder=c.folder, skipped=[], num_skipped=0),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    folder = pathlib.Path(self.builder_config.folder)
+    if not folder.is_dir():
+      raise ValueError(f"config.data.folder={str(folder)!r} is not a directory of videos")
+    self._skipped: list[dict[str, str]] = []
+    captions = read_captions(folder)
+    # Sub-folders named like splits become splits; otherwise everything is "train".
+    split_dirs = {s: folder / s for s in ("train", "validation", "test") if (folder / s).is_dir()}
+    if not split_dirs:
+      return {"train": self._generate_examples(folder, folder, captions)}
+    return {s: self._generate_examples(folder, d, captions) for s, d in split_dirs.items()}
+
+  def _skip(self, rel: str, reason: str) -> None:
+    log.warning("video_folder: skipping %s: %s", rel, reason)
+    self._skipped.append({"file": rel, "reason": reason})
+    self.info.metadata["skipped"] = list(self._skipped)
+    self.info.metadata["num_skipped"] = len(self._skipped)
+
+  def _generate_examples(self, root: pathlib.Path, folder: pathlib.Path, captions: dict[str, str]):
+    c = self.builder_config
+    for path in _video_files(folder):
+      rel = str(path.relative_to(root))
+      caption = captions.get(rel) or captions.get(path.name)
+      if not caption:
+        self._skip(rel, "no caption (add a .txt beside it or a captions.jsonl/csv row)")
+        continue
+      try:
+        frames, _ = video_io.read_video(path, fps=c.fps)
+      except video_io.VideoReadError as e:
+        self._skip(rel, f"unreadable: {e}")
+        continue
+      clips = clip_video(frames, c.frames)
+      if not clips:
+        self._skip(rel, f"too short: {len(frames)} frames at {c.fps:g} fps < {c.frames}")
+        continue
+      for k, clip in enumerate(clips):
+        key = f"{rel}#{k}"
+        yield key, {
+            "video": video_io.resize_center_crop(clip, c.height, c.width),
+            "caption": caption, "caption_detailed": caption, "file": rel,
+            "clip_index": np.int32(k),
+            "seed": np.int64(int(hashlib.sha1(key.encode()).hexdigest()[:15], 16)),
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def make_builder(data_cfg) -> tfds.core.DatasetBuilder:
+  """The builder a data config names (not prepared)."""
+  data_dir = data_cfg.data_dir or None
+  if data_cfg.name == "shapes_world":
+    name = data_cfg.builder_config or f"{data_cfg.frames}x{data_cfg.height}x{data_cfg.width}"
+    return ShapesWorld(config=name, data_dir=data_dir)
+  if data_cfg.name == "video_folder":
+    return VideoFolder(folder=data_cfg.folder, frames=data_cfg.frames, height=data_cfg.height,
+                       width=data_cfg.width, fps=data_cfg.fps, data_dir=data_dir)
+  raise ValueError(f"config.data.name={data_cfg.name!r} is not shapes_world or video_folder")
+
+
+def prepare(data_cfg) -> tfds.core.DatasetBuilder:
+  """Runs download_and_prepare into `data_cfg.data_dir`; writes skipped.json for video_folder."""
+  builder = make_builder(data_cfg)
+  builder.download_and_prepare(file_format="array_record")
+  if isinstance(builder, VideoFolder):
+    skipped = list(builder.info.metadata.get("skipped", []))
+    (pathlib.Path(builder.data_dir) / "skipped.json").write_text(
+        json.dumps({"num_skipped": len(skipped), "skipped": skipped}, indent=2))
+    if skipped:
+      log.warning("video_folder: skipped %d file(s): %s", len(skipped),
+                  ", ".join(s["file"] for s in skipped))
+  return builder
