@@ -1,0 +1,94 @@
+"""Rectified flow: shift formula, t sampling, the diffusers sigma grid, the loss target."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.diffusion import flow
+
+
+def test_time_shift_hand_values():
+  assert flow.time_shift(0.5, 3.0) == pytest.approx(0.75)
+  assert flow.time_shift(0.25, 3.0) == pytest.approx(0.75 / 1.5)
+  np.testing.assert_allclose(flow.time_shift(np.array([0.0, 1.0]), 5.0), [0.0, 1.0])
+  assert flow.time_shift(0.3, 1.0) == pytest.approx(0.3)
+
+
+def test_resolution_shift_grows_with_tokens():
+  assert flow.resolution_shift(256, base_tokens=256) == pytest.approx(1.0)
+  assert flow.resolution_shift(1024, base_tokens=256) == pytest.approx(2.0)
+  assert flow.resolution_shift(4096, base_tokens=256, max_shift=3.0) == pytest.approx(3.0)
+  assert float(flow.resolution_shift(jnp.asarray(1024), base_tokens=256)) == pytest.approx(2.0)
+  with pytest.raises(ValueError, match="num_tokens"):
+    flow.resolution_shift(0)
+
+
+def test_flow_timesteps_match_diffusers_grid():
+  # diffusers FlowMatchEulerDiscreteScheduler(shift=1).set_timesteps(4).sigmas:
+  # linspace(1, 0.001, 4) then 0.
+  np.testing.assert_allclose(flow.flow_timesteps(4, 1.0),
+                             [1.0, 0.667, 0.334, 0.001, 0.0], atol=1e-6)
+  # shift=3: sigma_min = 3e-3/1.002, linspace(1, sigma_min, 4), shifted again, then 0.
+  smin = 3 * 0.001 / (1 + 2 * 0.001)
+  lin = np.linspace(1.0, smin, 4)
+  want = np.append(3 * lin / (1 + 2 * lin), 0.0)
+  np.testing.assert_allclose(flow.flow_timesteps(4, 3.0), want, rtol=1e-6)
+  assert want[1] == pytest.approx(3 * (1 - (1 - smin) / 3) / (1 + 2 * (1 - (1 - smin) / 3)))
+  # continuous grid
+  np.testing.assert_allclose(flow.flow_timesteps(2, 3.0, None), [1.0, 0.75, 0.0], atol=1e-7)
+  with pytest.raises(ValueError, match="sample.steps"):
+    flow.flow_timesteps(0)
+
+
+def test_sample_t_distributions():
+  rng = jax.random.key(0)
+  u = flow.sample_t(rng, 20000, sampling="uniform")
+  assert float(u.min()) >= 0 and float(u.max()) < 1
+  assert float(u.mean()) == pytest.approx(0.5, abs=0.01)
+  ln = flow.sample_t(rng, 20000, sampling="logit_normal", mean=0.0, std=1.0)
+  logit = np.log(np.asarray(ln) / (1 - np.asarray(ln)))
+  assert logit.mean() == pytest.approx(0.0, abs=0.03)
+  assert logit.std() == pytest.approx(1.0, abs=0.03)
+  # the shift moves the median 0.5 to time_shift(0.5, 3) = 0.75
+  sh = flow.sample_t(rng, 20000, sampling="logit_normal", shift=3.0)
+  assert float(jnp.median(sh)) == pytest.approx(0.75, abs=0.01)
+  with pytest.raises(ValueError, match="t_sampling"):
+    flow.sample_t(rng, 2, sampling="beta")
+
+
+def test_flow_loss_target_is_noise_minus_x0():
+  x0 = jax.random.normal(jax.random.key(1), (2, 2, 3, 3, 4))
+  noise = jax.random.normal(jax.random.key(2), x0.shape)
+  t = jnp.array([0.25, 0.8])
+  seen = {}
+
+  def model(x, tt, cond):
+    seen["x"], seen["t"] = x, tt
+    return jnp.zeros_like(x) + cond
+
+  loss, m = flow.flow_loss(model, x0, jax.random.key(3), 0.5, t=t, noise=noise)
+  np.testing.assert_allclose(seen["x"][1], 0.2 * x0[1] + 0.8 * noise[1], atol=1e-6)
+  want_per = np.mean((0.5 - (np.asarray(noise) - np.asarray(x0))) ** 2, axis=(1, 2, 3, 4))
+  np.testing.assert_allclose(m["loss_per_example"], want_per, rtol=1e-5)
+  assert float(loss) == pytest.approx(want_per.mean(), rel=1e-5)
+  assert float(m["t_mean"]) == pytest.approx(0.525)
+
+
+def test_flow_loss_zero_for_oracle_and_mask():
+  x0 = jax.random.normal(jax.random.key(4), (3, 2, 2, 2, 2))
+
+  def oracle(x, t, cond):   # knows x0, recovers noise from x_t and returns noise - x0
+    tb = t[:, None, None, None, None]
+    n = (x - (1 - tb) * x0) / tb
+    return n - x0
+
+  loss, m = flow.flow_loss(oracle, x0, jax.random.key(5), None, t_sampling="uniform")
+  assert float(loss) < 1e-8
+  # the mask keeps frame 0 only: error put in frame 1 does not count
+  def wrong_frame1(x, t, cond):
+    return oracle(x, t, cond).at[:, 1].add(1.0)
+  mask = jnp.array([1.0, 0.0])[None, :, None, None, None]
+  l_masked, _ = flow.flow_loss(wrong_frame1, x0, jax.random.key(5), None, loss_mask=mask)
+  l_full, _ = flow.flow_loss(wrong_frame1, x0, jax.random.key(5), None)
+  assert float(l_masked) < 1e-8
+  assert float(l_full) == pytest.approx(0.5, rel=1e-4)
