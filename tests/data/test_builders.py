@@ -94,3 +94,31 @@ def test_config_names_and_errors():
     builders.make_builder(mlc.ConfigDict(dict(_cfg(name="video_folder"))))
   seeds = {s: {builders.clip_seed(s, i) for i in (0, 1, 10**7)} for s in builders.SPLITS}
   assert sum(len(v) for v in seeds.values()) == len(set().union(*seeds.values()))
+
+
+@pytest.fixture(scope="module")
+def shapes_builder(tmp_path_factory):
+  cfg = _cfg(builder_config="8x32x32-n8", data_dir=str(tmp_path_factory.mktemp("shapes")))
+  return builders.prepare(cfg)
+
+
+def test_shapes_world_splits_are_disjoint_and_match_the_world(shapes_builder):
+  from sora_jax.data import worlds
+  info = shapes_builder.info
+  assert {s: info.splits[s].num_examples for s in builders.SPLITS} == {
+      "train": 8, "validation": 2, "test": 2, "test_compositional": 2}
+  seeds = {}
+  for split in builders.SPLITS:
+    ds = shapes_builder.as_data_source(split=split)
+    seeds[split] = {int(ds[i]["seed"]) for i in range(len(ds))}
+    assert seeds[split] == {builders.clip_seed(split, i) for i in range(len(ds))}
+  assert len(set().union(*seeds.values())) == 14
+  ds = shapes_builder.as_data_source(split="test_compositional")
+  ex = ds[1]
+  want = worlds.generate_clip(int(ex["seed"]), 8, 32, 32, fps=8.0, split="test_compositional")
+  np.testing.assert_array_equal(ex["video"], want["video"])
+  assert ex["video"].shape == (8, 32, 32, 3) and ex["positions"].shape == (8, 3, 2)
+  assert ex["caption"].decode() == want["caption"]
+  assert ex["caption_detailed"].decode() == want["caption_detailed"]
+  np.testing.assert_array_equal(ex["boxes"], want["boxes"])
+  np.testing.assert_array_equal(ex["shape_ids"], want["shape_ids"])
