@@ -140,7 +140,7 @@ def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None =
                  num_epochs: int | None = None, drop_remainder: bool = True) -> grain.IterDataset:
   """Per-process batches of `data.batch_size // process_count` examples.
 
-  `num_epochs=None` takes `data.num_epochs` (0 = repeat forever). `seed` drives the shuffle and
+  `num_epochs=None` takes `data.num_epochs`; 0 repeats forever. `seed` drives the shuffle and
   the temporal crops; the same seed gives the same batches.
   """
   pi, pc = _process(process_index, process_count)
@@ -149,7 +149,8 @@ def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None =
                      f"process_count={pc}")
   local_batch = data_cfg.batch_size // pc
   if num_epochs is None:
-    num_epochs = int(data_cfg.num_epochs) or None
+    num_epochs = int(data_cfg.num_epochs)
+  num_epochs = int(num_epochs) or None          # 0 = forever, as in the config
   ds = grain.MapDataset.source(make_source(data_cfg, split))
   if shuffle:
     ds = ds.shuffle(seed=seed)
