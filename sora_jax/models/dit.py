@@ -1,0 +1,244 @@
+"""Diffusion transformer over spacetime latent patches (DiT with adaLN-zero, RoPE-3D, text x-attn).
+
+Two modes share one module:
+  * text-to-video (cond='text'): RoPE-3D + QK-norm self-attention over all spacetime tokens,
+    zero-initialised cross-attention to text, SwiGLU MLP;
+  * DiT paper (cond='class', pos='sincos', mlp='gelu', qk_norm=False, out_channels=2C): the
+    class-conditional image model of Peebles & Xie, with the reference parameter layout.
+
+Timesteps may be per sample [B] or per latent frame [B, T]; in the latter case the adaLN
+modulation is per token, taken from its frame's t (image-to-video, extension, looping).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sora_jax.models import layers as L
+from sora_jax.models import patching
+
+# name: (width, depth, heads). S/B/L/XL are the DiT paper's; Ti and Mu are for CPU and tests.
+VARIANTS = {
+    "Mu": (64, 2, 2),
+    "Ti": (192, 12, 3),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+
+REMAT_POLICIES = {
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "everything_saveable": jax.checkpoint_policies.everything_saveable,
+}
+
+
+def decode_variant(variant: str) -> dict:
+  """'S/1x2x2' -> dict(width=384, depth=12, heads=6, patch=(1, 2, 2)); 'B/2' -> patch (1, 2, 2)."""
+  m = re.fullmatch(r"\s*([A-Za-z]+)\s*(?:/\s*([0-9x]+))?\s*", str(variant))
+  if not m or m.group(1) not in VARIANTS:
+    raise ValueError(f"model.variant {variant!r} is not known; use one of "
+                     f"{', '.join(VARIANTS)} optionally with a patch, e.g. 'S/1x2x2' or 'XL/2'")
+  width, depth, heads = VARIANTS[m.group(1)]
+  out = dict(width=width, depth=depth, heads=heads)
+  if m.group(2):
+    parts = m.group(2).split("x")
+    if len(parts) == 1:
+      out["patch"] = (1, int(parts[0]), int(parts[0]))
+    elif len(parts) == 3 and all(parts):
+      out["patch"] = tuple(int(p) for p in parts)
+    else:
+      raise ValueError(f"model.variant {variant!r}: patch must be P or TxHxW, e.g. /2 or /1x2x2")
+  return out
+
+
+class Block(nn.Module):
+  """adaLN-zero block: modulated self-attn, (text cross-attn), modulated MLP. Scan-shaped."""
+  heads: int
+  mlp: str = "swiglu"
+  mlp_ratio: float = 4.0
+  qk_norm: bool = True
+  use_bias: bool = True
+  cross_attention: bool = False
+  attention_impl: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, c, rope, context, context_mask):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = L.constrain(x, L.ACT_TOKENS)
+    sh1, sc1, g1, sh2, sc2, g2 = L.AdaLNModulation(6, name="adaLN", **kw)(c)
+    h = L.modulate(L.LayerNorm(affine=False, name="norm1", **kw)(x), sh1, sc1)
+    h = L.Attention(self.heads, qk_norm=self.qk_norm, use_bias=self.use_bias,
+                    impl=self.attention_impl, name="attn", **kw)(h, rope)
+    x = x + L.gate(h, g1)
+    if self.cross_attention:
+      h = L.LayerNorm(affine=True, name="norm_cross", **kw)(x)
+      x = x + L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
+                               name="cross_attn", **kw)(h, context, context_mask)
+    h = L.modulate(L.LayerNorm(affine=False, name="norm2", **kw)(x), sh2, sc2)
+    h = L.MLP(self.mlp, self.mlp_ratio, name="mlp", **kw)(h)
+    x = L.constrain(x + L.gate(h, g2), L.ACT_TOKENS)
+    return x, None
+
+
+class DiT(nn.Module):
+  """x [B, T, H, W, C] latents, t [B] or [B, T] in [0, 1] -> [B, T, H, W, out_channels]."""
+  width: int
+  depth: int
+  heads: int
+  patch: Sequence[int] = (1, 2, 2)
+  in_channels: int = 8
+  out_channels: int | None = None
+  mlp: str = "swiglu"
+  mlp_ratio: float = 4.0
+  qk_norm: bool = True
+  pos: str = "rope3d"
+  rope_theta: float = 10000.0
+  cond: str = "text"
+  num_classes: int = 0
+  text_width: int | None = None
+  remat_policy: str = "nothing_saveable"
+  scan_layers: bool = True
+  attention_impl: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _check(self, x, t, context, labels):
+    if x.ndim != 5 or x.shape[-1] != self.in_channels:
+      raise ValueError(f"DiT expects latents [batch, frames, height, width, {self.in_channels}], "
+                       f"got {tuple(x.shape)}")
+    if t.ndim not in (1, 2) or t.shape[0] != x.shape[0] or (t.ndim == 2 and
+                                                            t.shape[1] != x.shape[1]):
+      raise ValueError(f"t must be [batch] or [batch, latent_frames] = [{x.shape[0]}] or "
+                       f"[{x.shape[0]}, {x.shape[1]}], got {tuple(t.shape)}")
+    if self.cond == "text" and context is None:
+      raise ValueError("cond='text' needs context (text embeddings [B, L, D]) and context_mask")
+    if self.cond == "class" and labels is None:
+      raise ValueError("cond='class' needs integer labels [B] (num_classes = the null class)")
+    if self.cond not in ("text", "class"):
+      raise ValueError(f"model.cond must be 'text' or 'class', got {self.cond!r}")
+    if self.pos not in ("rope3d", "sincos"):
+      raise ValueError(f"model.pos must be 'rope3d' or 'sincos', got {self.pos!r}")
+
+  @nn.compact
+  def __call__(self, x, t, *, context=None, context_mask=None, labels=None, train: bool = False):
+    del train  # no dropout; class / caption dropout for CFG happens in the train step
+    t = jnp.asarray(t, jnp.float32)
+    self._check(x, t, context, labels)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    out_ch = self.out_channels or self.in_channels
+    b = x.shape[0]
+
+    tokens, grid = patching.patchify(x, self.patch)
+    h = L.Dense(self.width, ("patch", "embed"), name="patch_embed", **kw)(tokens)
+    rope = None
+    if self.pos == "sincos":
+      h = h + jnp.asarray(L.sincos_3d(self.width, grid), self.dtype)[None]
+    else:
+      pos = patching.grid_positions(grid)[None]
+      rope = L.rope_3d(pos, self.width // self.heads, theta=self.rope_theta)
+    h = L.constrain(h, L.ACT_TOKENS)
+
+    if t.ndim == 2:  # per latent frame -> per token frame (mean over the temporal patch)
+      t = t.reshape(b, grid[0], self.patch[0]).mean(-1)
+    else:
+      t = t[:, None]
+    c = L.TimestepEmbedder(self.width, name="t_embed", **kw)(t)  # [B, G, D], G in {1, nt}
+
+    if self.cond == "class":
+      table = self.param("label_embed", nn.with_logical_partitioning(
+          nn.initializers.normal(0.02), ("classes", "embed")),
+                         (self.num_classes + 1, self.width), self.param_dtype)
+      c = c + jnp.take(table, labels, axis=0).astype(self.dtype)[:, None]
+      context = context_mask = None
+    else:
+      if context_mask is None:
+        context_mask = jnp.ones(context.shape[:2], bool)
+      context_mask = context_mask.astype(bool)
+      ctx = L.Dense(self.width, (None, "embed"), name="text_proj1", **kw)(context)
+      ctx = L.Dense(self.width, ("mlp", "embed"), name="text_proj2", **kw)(
+          nn.gelu(ctx, approximate=True))
+      m = context_mask[..., None].astype(ctx.dtype)
+      pooled = (ctx * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+      c = c + L.Dense(self.width, ("mlp", "embed"), name="text_pool", **kw)(pooled)[:, None]
+      context = L.constrain(ctx, ("act_batch", None, "act_embed"))
+
+    block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
+                    qk_norm=self.qk_norm, cross_attention=self.cond == "text",
+                    attention_impl=self.attention_impl, **kw)
+    block = Block
+    if self.remat_policy != "none":
+      if self.remat_policy not in REMAT_POLICIES:
+        raise ValueError(f"model.remat_policy {self.remat_policy!r} is not one of "
+                         f"{', '.join(['none', *REMAT_POLICIES])}")
+      block = nn.remat(Block, policy=REMAT_POLICIES[self.remat_policy],
+                       prevent_cse=not self.scan_layers)
+    if self.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast,) * 4, length=self.depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      h, _ = stack(name="blocks", **block_kw)(h, c, rope, context, context_mask)
+    else:
+      for i in range(self.depth):
+        h, _ = block(name=f"blocks_{i}", **block_kw)(h, c, rope, context, context_mask)
+
+    shift, scale = L.AdaLNModulation(2, name="final_adaLN", **kw)(c)
+    h = L.modulate(L.LayerNorm(affine=False, name="final_norm", **kw)(h), shift, scale)
+    pdim = self.patch[0] * self.patch[1] * self.patch[2] * out_ch
+    h = L.Dense(pdim, ("embed", "patch"), kernel_init=nn.initializers.zeros_init(),
+                name="final_proj", **kw)(h)
+    return patching.unpatchify(h, grid, self.patch, out_ch)
+
+
+def _get(cfg, key, default):
+  try:
+    v = cfg.get(key, default)
+  except AttributeError:
+    v = getattr(cfg, key, default)
+  return default if v is None else v
+
+
+def _dtype(v):
+  return jnp.dtype(v) if isinstance(v, str) else v
+
+
+def resolve_model_config(model_cfg) -> dict:
+  """The model section with `variant` expanded: width/depth/heads (0 = from variant), patch."""
+  variant = decode_variant(_get(model_cfg, "variant", "S"))
+  out = {}
+  for k in ("width", "depth", "heads"):
+    v = int(_get(model_cfg, k, 0))
+    out[k] = v if v > 0 else variant[k]
+  patch = _get(model_cfg, "patch", None) or variant.get("patch", (1, 2, 2))
+  if isinstance(patch, str):
+    patch = decode_variant(f"S/{patch}")["patch"]
+  out["patch"] = tuple(int(p) for p in patch)
+  if out["width"] % out["heads"]:
+    raise ValueError(f"model.width {out['width']} is not divisible by model.heads {out['heads']}")
+  defaults = dict(mlp="swiglu", mlp_ratio=4.0, qk_norm=True, pos="rope3d", cond="text",
+                  num_classes=0, remat_policy="nothing_saveable", scan_layers=True,
+                  attention_impl="xla", dtype="float32", param_dtype="float32", out_channels=0,
+                  rope_theta=10000.0)
+  for k, d in defaults.items():
+    out[k] = _get(model_cfg, k, d)
+  return out
+
+
+def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = None) -> DiT:
+  r = resolve_model_config(model_cfg)
+  return DiT(width=r["width"], depth=r["depth"], heads=r["heads"], patch=r["patch"],
+             in_channels=in_channels, out_channels=int(r["out_channels"]) or None,
+             mlp=r["mlp"], mlp_ratio=float(r["mlp_ratio"]), qk_norm=bool(r["qk_norm"]),
+             pos=r["pos"], rope_theta=float(r["rope_theta"]), cond=r["cond"],
+             num_classes=int(r["num_classes"]), text_width=text_width,
+             remat_policy=r["remat_policy"], scan_layers=bool(r["scan_layers"]),
+             attention_impl=r["attention_impl"], dtype=_dtype(r["dtype"]),
+             param_dtype=_dtype(r["param_dtype"]))
