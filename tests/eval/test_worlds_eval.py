@@ -1,0 +1,165 @@
+"""The world evaluator: ground truth scores high, mismatched captions score near chance, and
+each score reacts to the failure it is meant to catch."""
+import math
+
+import numpy as np
+import pytest
+
+from sora_jax.data import world_render
+from sora_jax.data import worlds as w
+from sora_jax.eval import worlds as ev
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def clips():
+  return [w.generate_clip(seed, 17, 48, 48) for seed in range(N)]
+
+
+def _mean(rows):
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def test_ground_truth_scores_high(clips):
+  for key in ("caption", "caption_detailed"):
+    m = _mean([ev.score_video(c["video"], c[key]) for c in clips])
+    assert m["color"] >= 0.95 and m["direction"] >= 0.9, (key, m)
+    assert m["permanence"] >= 0.9 and m["plausibility"] >= 0.9, (key, m)
+    assert m["shape"] >= 0.7 and m["overall"] >= 0.85, (key, m)
+  with_scene = ev.score_videos([c["video"] for c in clips], clips)
+  assert with_scene["permanence"] >= 0.95 and with_scene["direction"] >= 0.9, with_scene
+  assert set(with_scene) == set(ev.KEYS) | {"overall"}
+  assert all(0 <= v <= 1 for v in with_scene.values())
+
+
+def test_shuffled_captions_score_near_chance(clips):
+  caps = [c["caption"] for c in clips]
+  shuffled = caps[7:] + caps[:7]
+  gt = ev.score_videos([c["video"] for c in clips], caps)
+  m = ev.score_videos([c["video"] for c in clips], shuffled)
+  assert m["color"] <= 0.4 and m["direction"] <= 0.4, m
+  assert gt["overall"] - m["overall"] >= 0.4, (gt, m)
+
+
+def test_parse_caption_round_trips_generated_captions():
+  for seed in range(60):
+    s = w.sample_scene(seed, "test_compositional" if seed % 3 == 0 else "train")
+    p = s.objects[0]
+    for style in ("short", "detailed"):
+      text = w.caption(s, style, seed)
+      want = {"color": p.color, "shape": p.shape, "motion": p.motion, "direction": p.direction}
+      assert ev.parse_caption(text) == want, text
+
+
+@pytest.mark.parametrize("text,want", [
+    ("a pink ball falls and bounces", ("magenta", "circle", "fall", "down")),
+    ("A blue star orbits counterclockwise. A red square grows.",
+     ("blue", "star", "orbit", "counterclockwise")),
+    ("the green box spins anticlockwise", ("green", "square", "rotate", "counterclockwise")),
+    ("a big white triangle expanding", ("white", "triangle", "grow", None)),
+    ("an orange square moves left", ("orange", "square", "bounce", "left")),
+    ("a sunset over the sea", (None, None, None, None)),
+])
+def test_parse_caption_free_text(text, want):
+  got = ev.parse_caption(text)
+  assert (got["color"], got["shape"], got["motion"], got["direction"]) == want
+
+
+def test_detect_finds_a_blob_where_it_is():
+  frames = np.full((2, 40, 60, 3), 35, np.uint8)
+  frames[0, 10:20, 30:40] = w.COLORS["cyan"]
+  frames[1, 5, 5:7] = w.COLORS["cyan"]  # 2 px: a speck, not an object
+  d = ev.detect(frames, "cyan")
+  assert d["visible"].tolist() == [True, False]
+  np.testing.assert_allclose(d["centroid"][0], (35 / 60, 15 / 40), atol=1e-6)
+  np.testing.assert_allclose(d["area"][0], 100 / 2400)
+  assert not ev.detect(frames, "red")["visible"].any()
+  # A blurred, darker version of the colour still segments; the grey pillar never does.
+  frames[0, 10:20, 30:40] = (30, 170, 180)
+  frames[0, :, :8] = 130
+  assert ev.detect(frames, "cyan")["visible"][0]
+  assert not ev.detect(frames, "white")["visible"][0]
+
+
+def test_shape_classifier_at_64px():
+  hits = []
+  for shape in w.SHAPES:
+    for k, size in enumerate((6.0, 8.0, 11.0)):
+      grid = np.arange(40) + 0.5 - 20
+      alpha = world_render.coverage(shape, (grid - 0.3)[None, :], (grid + 0.2)[:, None], size,
+                                    0.4 * k + 0.1, 1.0)
+      hits.append(ev.classify_shape(alpha >= 0.5) == shape)
+  assert np.mean(hits) >= 0.9, hits
+
+
+def test_time_reversal_breaks_direction(clips):
+  # Reversing a clip flips every stated motion (left/right, grow/shrink, cw/ccw, fall).
+  fwd, rev = [], []
+  for c in clips:
+    p = w.Scene.from_json(c["scene_json"]).objects[0]
+    if p.motion in ("bounce", "cross", "fall", "grow", "shrink", "orbit"):
+      fwd.append(ev.score_video(c["video"], c["caption"])["direction"])
+      rev.append(ev.score_video(c["video"][::-1], c["caption"])["direction"])
+  assert len(fwd) >= 8 and np.mean(fwd) >= 0.9 and np.mean(rev) <= 0.35, (fwd, rev)
+
+
+def _scene(obj, occluder=None):
+  bg = {"kind": "texture", "color0": [25.0, 30.0, 35.0], "color1": [50.0, 45.0, 40.0],
+        "angle": 1.0, "freq": [9.0, 7.0, 11.0, 13.0], "phase": [0.0, 1.0, 2.0, 3.0],
+        "amplitude": 9.0}
+  return w.Scene(seed=0, split="train", objects=[obj], background=bg, occluder=occluder)
+
+
+def test_rotation_direction_from_pixels():
+  obj = w.WorldObject("yellow", "square", "large", "rotate", "clockwise", x=0.0, y=0.5,
+                      omega=math.radians(120))
+  video, _ = w.render(_scene(obj), 9, 64, 64)
+  assert ev.score_video(video, "a yellow square spins clockwise")["direction"] >= 0.9
+  assert ev.score_video(video, "a yellow square spins counterclockwise")["direction"] <= 0.1
+  still = np.repeat(video[:1], 9, axis=0)
+  assert ev.score_video(still, "a yellow square spins clockwise")["direction"] <= 0.1
+
+
+def test_permanence_catches_a_vanishing_object():
+  obj = w.WorldObject("red", "circle", "medium", "cross", "right", x=-0.35, y=0.5, vx=0.4)
+  scene = _scene(obj, occluder={"x": 0.0, "width": 0.25, "shade": 130.0})
+  video, gt = w.render(scene, 17, 48, 48)
+  assert (~gt["visible"][:, 0]).any()
+  assert ev.score_video(video, scene)["permanence"] == 1.0
+  assert ev.score_video(video, "a red circle slides to the right")["permanence"] == 1.0
+  # The object never comes out from behind the pillar.
+  back = np.nonzero(~gt["visible"][:, 0])[0][-1] + 1
+  broken = video.copy()
+  broken[back:] = w.render(w.Scene(0, "train", [], scene.background, scene.occluder),
+                           17, 48, 48)[0][back:]
+  assert ev.score_video(broken, scene)["permanence"] <= 0.1
+  # An object that vanishes in mid-frame, with no pillar or edge to explain it.
+  free, _ = w.render(_scene(obj), 9, 48, 48)
+  free[5:] = w.render(w.Scene(0, "train", [], scene.background), 9, 48, 48)[0][5:]
+  assert ev.score_video(free, "a red circle slides to the right")["permanence"] == 0.0
+
+
+def test_plausibility_catches_teleports(clips):
+  smooth, jumpy = [], []
+  rng = np.random.default_rng(0)
+  for c in clips[:12]:
+    smooth.append(ev.score_video(c["video"], c["caption"])["plausibility"])
+    jumpy.append(ev.score_video(c["video"][rng.permutation(17)], c["caption"])["plausibility"])
+  assert np.mean(smooth) >= 0.9 and np.mean(jumpy) <= 0.6, (smooth, jumpy)
+
+
+@pytest.mark.parametrize("frames,height,width", [(1, 32, 32), (9, 48, 80), (5, 64, 64)])
+def test_any_size_and_duration(frames, height, width):
+  clips = [w.generate_clip(seed, frames, height, width) for seed in range(10)]
+  m = ev.score_videos([c["video"] for c in clips], [c["caption"] for c in clips])
+  assert m["color"] >= 0.9 and m["direction"] >= 0.8, m
+  blank = np.zeros_like(clips[0]["video"])
+  assert ev.score_video(blank, clips[0]["caption"])["overall"] == 0.0
+
+
+def test_rejects_bad_inputs():
+  with pytest.raises(ValueError, match="uint8"):
+    ev.score_video(np.zeros((2, 8, 8, 3), np.float32), "a red circle")
+  with pytest.raises(TypeError, match="spec"):
+    ev.score_video(np.zeros((2, 8, 8, 3), np.uint8), 42)
