@@ -1,0 +1,173 @@
+"""Context (sequence) parallel attention: spacetime tokens split over the mesh axis "context".
+
+A minute of 1080p video is ~10^5–10^6 tokens; the N x N score matrix of one attention layer does
+not fit one device. Two schemes, both exact (not approximations):
+
+* ring      each device keeps its query block and passes K/V blocks around the ring with
+            `ppermute`, folding each block into an online (log-sum-exp) softmax. Memory per device
+            O(N/c · N/c) scores + O(N/c) K/V; communication overlaps compute. The default.
+* allgather each device gathers the full K/V (O(N) memory) and attends its local queries. Fewer,
+            larger collectives; good when K/V are small relative to the scores (few heads per
+            device, moderate N).
+
+`context_attention` is what models call, on GLOBAL arrays, from inside a jitted model under
+`jax.set_mesh(mesh)`; it wraps the per-shard function in `jax.shard_map` and falls back to
+`jax.nn.dot_product_attention` when there is no mesh or the context axis has size 1.
+Layout and scaling match `jax.nn.dot_product_attention`: [batch, seq, heads, head_dim], 1/sqrt(D).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+_IMPLS = ("ring", "allgather")
+
+
+def _varying(x: Any) -> frozenset:
+  aval = jax.typeof(x)
+  mat = getattr(aval, "manual_axis_type", None)
+  if mat is not None:
+    return frozenset(mat.varying)
+  return frozenset(getattr(aval, "vma", ()))
+
+
+def _vary_like(x: jax.Array, *refs: jax.Array) -> jax.Array:
+  """Marks `x` device-varying over every mesh axis any of `refs` varies over.
+
+  A scan carry must keep one type; the online-softmax statistics start as constants but become
+  varying over the context axis (and batch/head axes) once they absorb a K/V block.
+  """
+  missing = frozenset().union(*(_varying(r) for r in refs)) - _varying(x)
+  if missing:
+    x = jax.lax.pcast(x, tuple(sorted(missing)), to="varying")
+  return x
+
+
+def _block_scores(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
+  # [B, Nq, H, D] x [B, Nk, H, D] -> [B, H, Nq, Nk], accumulated in float32.
+  return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+
+
+def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str = "context",
+                   causal: bool = False) -> jax.Array:
+  """Per-shard ring attention; call inside `jax.shard_map` with the sequence split on `axis_name`.
+
+  q, k, v: this device's blocks [B, N_local, H, D] of a sequence laid out in device order along
+  `axis_name`. Returns this device's output block [B, N_local, H, D] in q's dtype.
+  Each of the c ring steps is rematerialized in the backward pass, so the gradient keeps only
+  the O(N_local) carries per step, never a score block.
+  """
+  n = jax.lax.axis_size(axis_name)
+  idx = jax.lax.axis_index(axis_name)
+  b, nl, h, d = q.shape
+  scale = 1.0 / math.sqrt(d)
+  neg = jnp.finfo(jnp.float32).min  # finite: no inf - inf = nan when a row sees only masked keys
+  perm = [(i, (i + 1) % n) for i in range(n)]
+  q_pos = idx * nl + jnp.arange(nl)
+
+  def fold(carry, kv_blk, step):
+    o, m, l = carry
+    kb, vb = kv_blk
+    s = _block_scores(q, kb, scale)
+    if causal:
+      src = (idx - step) % n  # after `step` hops this device holds the block of device idx-step
+      k_pos = src * nl + jnp.arange(nl)
+      s = jnp.where(q_pos[:, None] >= k_pos[None, :], s, neg)
+    m_new = jnp.maximum(m, s.max(axis=-1))
+    corr = jnp.exp(m - m_new)
+    p = jnp.exp(s - m_new[..., None])
+    l = l * corr + p.sum(axis=-1)
+    pv = jnp.einsum("bhqk,bkhd->bqhd", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
+    o = o * jnp.swapaxes(corr, 1, 2)[..., None] + pv
+    return o, m_new, l
+
+  @jax.checkpoint
+  def body(state, step):
+    carry, kv_blk = state
+    carry = fold(carry, kv_blk, step)
+    kv_blk = jax.lax.ppermute(kv_blk, axis_name, perm)
+    return (carry, kv_blk), None
+
+  o0 = _vary_like(jnp.zeros((b, nl, h, d), jnp.float32), q, k, v)
+  m0 = _vary_like(jnp.full((b, h, nl), neg, jnp.float32), q, k, v)
+  l0 = _vary_like(jnp.zeros((b, h, nl), jnp.float32), q, k, v)
+  state = ((o0, m0, l0), (k, v))
+  if n > 1:  # c - 1 hops; the last block is folded without a (wasted) final hop
+    state, _ = jax.lax.scan(body, state, jnp.arange(n - 1))
+  carry, kv_blk = state
+  o, _, l = jax.checkpoint(fold)(carry, kv_blk, n - 1)
+  return (o / jnp.swapaxes(l, 1, 2)[..., None]).astype(q.dtype)
+
+
+def allgather_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str = "context",
+                        causal: bool = False) -> jax.Array:
+  """Per-shard attention of local queries against K/V all-gathered over `axis_name`."""
+  k_all = jax.lax.all_gather(k, axis_name, axis=1, tiled=True)
+  v_all = jax.lax.all_gather(v, axis_name, axis=1, tiled=True)
+  mask = None
+  if causal:
+    nl = q.shape[1]
+    q_pos = jax.lax.axis_index(axis_name) * nl + jnp.arange(nl)
+    mask = (q_pos[:, None] >= jnp.arange(k_all.shape[1])[None, :])[None, None]
+  return jax.nn.dot_product_attention(q, k_all, v_all, mask=mask)
+
+
+def _fit_axes(axes: Sequence[str] | str | None, size: int, mesh_shape: dict[str, int]) -> Any:
+  """The longest prefix of `axes` (present in the mesh) whose product divides `size`."""
+  if axes is None:
+    return None
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  axes = tuple(a for a in axes if a in mesh_shape)
+  while axes and size % math.prod(mesh_shape[a] for a in axes):
+    axes = axes[:-1]
+  if not axes:
+    return None
+  return axes[0] if len(axes) == 1 else axes
+
+
+def current_mesh(mesh: Any = None) -> Any:
+  """`mesh` if given, else the one set by `jax.set_mesh` (abstract inside jit); None if unset."""
+  if mesh is not None:
+    return mesh
+  am = jax.sharding.get_abstract_mesh()
+  return None if am.empty else am
+
+
+def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "ring",
+                      mesh: Any = None, axis_name: str = "context",
+                      batch_axes: Sequence[str] | None = ("data", "fsdp"),
+                      head_axis: str | None = "tensor", causal: bool = False) -> jax.Array:
+  """Attention on GLOBAL [B, N, H, D] arrays, sequence-parallel over `axis_name` of the mesh.
+
+  Batch is split over `batch_axes` and heads over `head_axis` inside the shard_map (each reduced
+  to the axes that divide the dim, the rest replicated), so it composes with data/FSDP/tensor
+  parallelism without resharding. Without a mesh, or with a context axis of size 1, this is
+  exactly `jax.nn.dot_product_attention(q, k, v, is_causal=causal)`.
+  """
+  if impl not in _IMPLS:
+    raise ValueError(f"context attention impl {impl!r} is not known; use one of {_IMPLS}")
+  if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape:
+    raise ValueError(f"context attention expects q, k, v of one shape [batch, seq, heads, "
+                     f"head_dim]; got {q.shape}, {k.shape}, {v.shape}")
+  mesh = current_mesh(mesh)
+  shape = dict(mesh.shape) if mesh is not None else {}
+  if shape.get(axis_name, 1) == 1:
+    return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
+  b, n, h, _ = q.shape
+  c = shape[axis_name]
+  if n % c:
+    raise ValueError(f"sequence of {n} tokens does not divide over mesh.{axis_name}={c}; pick "
+                     f"frames/resolution/patch so the token count is a multiple of {c}, or set "
+                     f"mesh.{axis_name}=1")
+  spec = P(_fit_axes(batch_axes, b, shape), axis_name, _fit_axes(head_axis, h, shape), None)
+  fn = ring_attention if impl == "ring" else allgather_attention
+
+  def per_shard(q, k, v):
+    return fn(q, k, v, axis_name=axis_name, causal=causal)
+
+  return jax.shard_map(per_shard, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
