@@ -89,6 +89,13 @@ def test_four_processes_get_disjoint_shards_covering_an_epoch(tfds_cfg):
     seen.append({int(s) for b in batches for s in b["seed"]})
   assert sum(len(s) for s in seen) == 8
   assert set().union(*seen) == {builders.clip_seed("train", i) for i in range(8)}
+  # A second epoch is reshuffled (the same way on every process), so it is covered again.
+  epochs = [[int(b["seed"][0]) for b in pipeline.make_iterator(
+      tfds_cfg, "train", seed=0, process_index=pi, process_count=4, num_epochs=2)]
+      for pi in range(4)]
+  assert all(len(e) == 4 for e in epochs)
+  assert len({s for e in epochs for s in e[2:]}) == 8 and [e[:2] for e in epochs] != [
+      e[2:] for e in epochs]
   # Procedural shards of the infinite stream are disjoint too.
   cfg = _cfg(batch_size=8)
   firsts = [pipeline.make_iterator(cfg, "train", seed=0, process_index=pi, process_count=4)
