@@ -226,16 +226,18 @@ def resolve_model_config(model_cfg) -> dict:
   defaults = dict(mlp="swiglu", mlp_ratio=4.0, qk_norm=True, pos="rope3d", cond="text",
                   num_classes=0, remat_policy="nothing_saveable", scan_layers=True,
                   attention_impl="xla", dtype="float32", param_dtype="float32", out_channels=0,
-                  rope_theta=10000.0)
+                  learn_sigma=False, rope_theta=10000.0)
   for k, d in defaults.items():
     out[k] = _get(model_cfg, k, d)
   return out
 
 
 def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = None) -> DiT:
+  """The DiT of a config's model section; learn_sigma doubles the output channels."""
   r = resolve_model_config(model_cfg)
+  out_channels = int(r["out_channels"]) or (2 * in_channels if r["learn_sigma"] else None)
   return DiT(width=r["width"], depth=r["depth"], heads=r["heads"], patch=r["patch"],
-             in_channels=in_channels, out_channels=int(r["out_channels"]) or None,
+             in_channels=in_channels, out_channels=out_channels,
              mlp=r["mlp"], mlp_ratio=float(r["mlp_ratio"]), qk_norm=bool(r["qk_norm"]),
              pos=r["pos"], rope_theta=float(r["rope_theta"]), cond=r["cond"],
              num_classes=int(r["num_classes"]), text_width=text_width,
