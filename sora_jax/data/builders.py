@@ -286,7 +286,7 @@ class VideoFolder(_CodePathHere, tfds.core.GeneratorBasedBuilder):
         self._skip(rel, "no caption (add a .txt beside it or a captions.jsonl/csv row)")
         continue
       try:
-        frames, _ = video_io.read_video(path, fps=c.fps)
+        frames, _ = video_io.read_video(path, fps=c.fps, size=(c.height, c.width))
       except video_io.VideoReadError as e:
         self._skip(rel, f"unreadable: {e}")
         continue
@@ -297,7 +297,7 @@ class VideoFolder(_CodePathHere, tfds.core.GeneratorBasedBuilder):
       for k, clip in enumerate(clips):
         key = f"{rel}#{k}"
         yield key, {
-            "video": video_io.resize_center_crop(clip, c.height, c.width),
+            "video": clip,
             "caption": caption, "caption_detailed": caption, "file": rel,
             "clip_index": np.int32(k),
             "seed": np.int64(int(hashlib.sha1(key.encode()).hexdigest()[:15], 16)),

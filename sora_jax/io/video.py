@@ -64,7 +64,7 @@ def video_info(path: PathLike) -> dict[str, Any]:
 
 
 def read_video(path: PathLike, *, fps: float | None = None, max_frames: int | None = None,
-               start: int = 0) -> tuple[np.ndarray, float]:
+               start: int = 0, size: tuple[int, int] | None = None) -> tuple[np.ndarray, float]:
   """Decodes a video into `uint8 [T, H, W, 3]` RGB frames.
 
   Args:
@@ -73,6 +73,8 @@ def read_video(path: PathLike, *, fps: float | None = None, max_frames: int | No
       `k / fps`, the decoded frame whose timestamp is nearest (frames are dropped or repeated).
     max_frames: stop after this many output frames (decoding stops early too).
     start: index of the first output frame (on the output timeline), e.g. to read a later clip.
+    size: `(height, width)` to resize (cover) and centre-crop each frame to as it is decoded, so
+      long high-resolution videos never sit in memory at full size.
 
   Returns:
     `(frames, fps)` with the fps of the returned frames.
@@ -99,7 +101,7 @@ def read_video(path: PathLike, *, fps: float | None = None, max_frames: int | No
     if out_fps <= 0:
       raise VideoReadError(f"{path}: frame rate unknown; pass fps=")
     frames, decoded, stopped_early = _decode_resampled(
-        container, stream, src_fps, out_fps, start, max_frames)
+        container, stream, src_fps, out_fps, start, max_frames, size)
   except VideoReadError:
     raise
   except (av.FFmpegError, OSError, ValueError, EOFError) as e:
@@ -117,8 +119,13 @@ def read_video(path: PathLike, *, fps: float | None = None, max_frames: int | No
   return np.stack(frames), out_fps
 
 
-def _decode_resampled(container, stream, src_fps, out_fps, start, max_frames):
+def _decode_resampled(container, stream, src_fps, out_fps, start, max_frames, size):
   """Nearest-timestamp resampling while streaming; returns (frames, n_decoded, stopped_early)."""
+
+  def rgb(frame):
+    x = frame.to_ndarray(format="rgb24")
+    return x if size is None else resize_center_crop(x[None], *size)[0]
+
   out: list[np.ndarray] = []
   k = start                       # next output index
   prev = None                     # (time, frame) of the last decoded frame before the target
@@ -133,7 +140,7 @@ def _decode_resampled(container, stream, src_fps, out_fps, start, max_frames):
     decoded += 1
     # Emit every output time that lies closer to `prev` than to this frame.
     while prev is not None and k / out_fps <= (prev[0] + t) / 2:
-      out.append(prev[1].to_ndarray(format="rgb24"))
+      out.append(rgb(prev[1]))
       k += 1
       if max_frames is not None and len(out) >= max_frames:
         return out, decoded, True
@@ -144,7 +151,7 @@ def _decode_resampled(container, stream, src_fps, out_fps, start, max_frames):
     last = None
     while k / out_fps < end - 1e-9:
       if last is None:
-        last = prev[1].to_ndarray(format="rgb24")
+        last = rgb(prev[1])
       out.append(last)
       k += 1
       if max_frames is not None and len(out) >= max_frames:

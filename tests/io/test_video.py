@@ -107,3 +107,11 @@ def test_resize_center_crop_keeps_aspect():
   wide = video.resize_center_crop(frames, 10, 40)      # same aspect: a plain downscale
   assert wide.shape == (2, 10, 40, 3) and wide[0, 5, :18].max() == 0
   assert video.resize_center_crop(frames, 40, 80) is frames
+
+
+def test_read_with_size_resizes_while_decoding(tmp_path):
+  clip = _smooth_clip(t=5)
+  path = video.write_video(tmp_path / "s.mp4", clip, fps=8)
+  full, _ = video.read_video(path)
+  small, _ = video.read_video(path, size=(20, 20))
+  np.testing.assert_array_equal(small, video.resize_center_crop(full, 20, 20))
