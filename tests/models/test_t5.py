@@ -174,3 +174,19 @@ def test_missing_files_and_bad_shapes(tmp_path, t5_dir):
   save_file(bad, str(tmp_path / "model.safetensors"))
   with pytest.raises(KeyError, match="block.1.layer.0.SelfAttention.q"):
     t5.load_t5_encoder(tmp_path)
+
+
+def test_sharded_safetensors_index(t5_dir, tmp_path):
+  d, cfg, w = t5_dir
+  names = sorted(w)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  for fn, keys in shards.items():
+    save_file({k: w[k] for k in keys}, str(tmp_path / fn))
+  index = {"weight_map": {k: fn for fn, keys in shards.items() for k in keys}}
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+  (tmp_path / "config.json").write_text(json.dumps(cfg))
+  _, v1 = t5.load_t5_encoder(d)
+  _, v2 = t5.load_t5_encoder(tmp_path)
+  for a, b in zip(jax.tree.leaves(v1), jax.tree.leaves(v2)):
+    np.testing.assert_array_equal(a, b)
