@@ -13,7 +13,8 @@ Chunked inference: when the `cache` collection is mutable, every causal conv sto
 frames its next call still needs (the tail of its padded input not yet used as a window start:
 k_t - 1 frames for stride 1, k_t - 2 for stride 2 with whole pairs). When a `cache` variable
 already exists the conv uses it instead of padding, so a clip fed in chunks gives exactly the
-one-pass result. `TemporalUpsample` remembers in the same way whether it has seen the first frame.
+one-pass result (`init` stores no cache). `Upsample` remembers in the same way whether it has
+seen the first frame.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class CausalConv3d(nn.Module):
       n_out = (x.shape[1] - kt) // st + 1
       if n_out < 1:
         raise ValueError(f"causal conv got {x.shape[1]} frames with its cache; needs >= {kt}")
-      if self.is_mutable_collection("cache"):
+      if self.is_mutable_collection("cache") and not self.is_initializing():
         self.put_variable("cache", "past", x[:, n_out * st:])
     y = jax.lax.conv_general_dilated(
         x, kernel.astype(self.dtype), window_strides=(st, sh, sw),
@@ -183,6 +184,6 @@ class Upsample(nn.Module):
       continuing = self.has_variable("cache", "started")
       if not continuing:
         x = x[:, 1:]
-      if self.is_mutable_collection("cache"):
+      if self.is_mutable_collection("cache") and not self.is_initializing():
         self.put_variable("cache", "started", jnp.ones((), jnp.int32))
     return constrain(x)
