@@ -17,6 +17,7 @@ Typical flow (train/state.py):
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -226,6 +227,10 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
       keys = _path_keys(path)
       for k in range(len(keys)):
         sources.setdefault(keys[k:], []).append((_shape(x.value), out[i]))
+  if not sources and any(_shape(x) for _, x in flat):
+    logging.warning("state_shardings: no nn.Partitioned (logically boxed) leaves in the state, so "
+                    "everything is replicated; build the abstract state from an init that keeps "
+                    "flax's boxes (unbox after jax.eval_shape, not inside init)")
   for i, (path, x) in enumerate(flat):
     if out[i] is not None:
       continue

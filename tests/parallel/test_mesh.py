@@ -1,4 +1,10 @@
-"""Mesh shapes from config: -1 fill, clear errors, axis types, device order."""
+"""Mesh shapes from config: -1 fill, clear errors, axis types, device order, multi-process."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
 import jax
 import ml_collections as mlc
 import pytest
@@ -6,6 +12,8 @@ from jax.sharding import AxisType
 
 from configs.common import mesh_config
 from sora_jax.parallel import mesh as mesh_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("kw,n,want", [
@@ -82,3 +90,49 @@ def test_distributed_bad_env(monkeypatch):
   monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: None)
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES must be an integer"):
     mesh_lib.maybe_initialize_distributed(None)
+
+
+_WORKER = """
+import jax, jax.numpy as jnp, numpy as np
+from configs.common import mesh_config
+from sora_jax.parallel import mesh as ml, rules as rl
+assert ml.maybe_initialize_distributed(mesh_config()) is True
+assert ml.maybe_initialize_distributed(mesh_config()) is True  # idempotent
+mesh = ml.make_mesh(mesh_config(data=2, fsdp=-1))
+local = np.full((4, 3), jax.process_index() + 1.0, np.float32)
+x = jax.make_array_from_process_local_data(rl.batch_sharding(mesh, 2), local)
+total = jax.jit(jnp.sum, out_shardings=rl.replicated(mesh))(x)
+print(f"RESULT {jax.process_index()} {jax.process_count()} {jax.device_count()} "
+      f"{ml.is_primary()} {float(total)}", flush=True)
+"""
+
+
+def test_two_processes_form_one_mesh():
+  """Two CPU processes x 4 devices join through env vars into one 8-device mesh (gloo)."""
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen([sys.executable, "-c", _WORKER], env=env, cwd=REPO, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  results = []
+  for p in procs:
+    try:
+      out, _ = p.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+      for q in procs:
+        q.kill()
+      pytest.fail("multi-process workers timed out")
+    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+    assert p.returncode == 0 and lines, out[-2000:]
+    results.append(lines[-1].split()[1:])
+  # process i contributed 12 values of (i + 1): 12 * 1 + 12 * 2 = 36 on both processes
+  assert results == [["0", "2", "8", "True", "36.0"], ["1", "2", "8", "False", "36.0"]]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]

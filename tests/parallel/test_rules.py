@@ -135,6 +135,13 @@ def test_unboxed_optimizer_state_mirrors_by_path(mesh):
   assert sh["rng"].spec == P()
 
 
+def test_unboxed_state_warns_and_replicates(mesh, caplog):
+  params = nn.meta.unbox(jax.eval_shape(Tiny().init, jax.random.key(0), jnp.zeros((4, 8, 12))))
+  sh = rules_lib.state_shardings(params, mesh, rules_lib.DIT_RULES)
+  assert all(s.spec == P() for s in jax.tree.leaves(sh))
+  assert "no nn.Partitioned" in caplog.text
+
+
 def test_describe_golden(sharded_state, mesh):
   abstract, shardings, _ = sharded_state
   text = rules_lib.describe_shardings(abstract.params, shardings.params, rules_lib.DIT_RULES)
