@@ -1,4 +1,4 @@
-"""Logical rules → shardings: the eval_shape → state_shardings → jit(init) flow on 8 devices."""
+"""Logical rules → shardings: eval_shape → state_shardings → jit(init) on 8 fake devices."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
