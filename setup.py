@@ -25,6 +25,8 @@ setup(
         "tqdm>=4.66",
         "absl-py>=2",
         "safetensors>=0.4",
+        "scipy>=1.11",
+        "tensorboardX>=2.6",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90"],

@@ -76,7 +76,8 @@ class Trainer:
       init_rng = jax.random.key(cfg.seed)
       boxed = jax.eval_shape(init_fn, init_rng, batch)
       self.state_shardings = rules_lib.state_shardings(boxed, self.mesh, self.rules)
-      abstract = _abstract_with_shardings(state_lib.unbox(boxed), self.state_shardings)
+      abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
+                                          self.state_shardings)
       self.replicated = rules_lib.replicated(self.mesh)
       self.batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
       if self.ckpt.latest_step() is not None:

@@ -47,8 +47,12 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
   return tx, schedule
 
 
-def unbox(tree: Any) -> Any:
-  return nn.meta.unbox(tree)
+def unbox(tree: Any, apply_constraint: bool = True) -> Any:
+  """Strips nn.Partitioned boxes. Pass apply_constraint=False for abstract (eval_shape) trees:
+  the sharding constraint only makes sense on traced values."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=apply_constraint) if is_box(x) else x,
+                      tree, is_leaf=is_box)
 
 
 def make_init_fn(task, tx: optax.GradientTransformation) -> Callable:
@@ -67,4 +71,4 @@ def make_init_fn(task, tx: optax.GradientTransformation) -> Callable:
 
 
 def param_count(params: Any) -> int:
-  return int(sum(x.size for x in jax.tree.leaves(unbox(params))))
+  return int(sum(x.size for x in jax.tree.leaves(unbox(params, apply_constraint=False))))

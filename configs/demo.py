@@ -1,0 +1,39 @@
+"""The small CPU config behind the README's main job (`sora-jax demo`).
+
+Two stages share one data setup (17 frames of 64x64 from the procedural world):
+  sora-jax train --config=configs/demo.py:stage=vae --workdir=workdirs/demo/vae
+  sora-jax train --config=configs/demo.py:stage=t2v --workdir=workdirs/demo/t2v \
+      --config.vae_workdir=workdirs/demo/vae
+The shipped demo weights (sora_jax/assets/demo) were made by exactly these two commands,
+followed by `experiments/make_demo_assets.py` (EMA weights only); see README.
+"""
+from configs import t2v as t2v_config
+from configs import vae as vae_config
+
+
+def get_config(arg=None):
+  from configs import common
+  a = common.parse_arg(arg, stage="t2v", steps=0, runlocal=False)
+  local = ",runlocal" if a.runlocal else ""
+  if a.stage == "vae":
+    c = vae_config.get_config("res=64,frames=17,comp=4x8x8,zch=8,ch=32,batch=8,lr=5e-4"
+                              + (f",steps={a.steps}" if a.steps else ",steps=6000") + local)
+  elif a.stage == "t2v":
+    c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=8,"
+                              "batch=16,lr=3e-4"
+                              + (f",steps={a.steps}" if a.steps else ",steps=8000") + local)
+    c = c.unlock()
+    if not a.runlocal:
+      c.vae.channels = 32
+      c.model.depth = 6
+      c.text.width, c.text.depth, c.text.heads = 128, 2, 4
+      c.data.text_len = c.text.max_len = 48
+      c.optim.ema_decay = 0.999
+      c.train.ckpt_every = 500
+      c.train.sample_every = 1000
+      c.sample.steps = 25
+      c.sample.guidance_scale = 3.0
+    c.lock()
+  else:
+    raise ValueError(f"config argument 'stage' must be 'vae' or 't2v', got {a.stage!r}")
+  return c

@@ -1,0 +1,158 @@
+"""sora-jax: train | sample | eval | data | flops | shardings | demo.
+
+  sora-jax train --config=configs/vae.py:res=64,frames=17 --workdir=runs/vae
+  sora-jax train --config=configs/t2v.py:variant=S --config.vae_workdir=runs/vae --workdir=runs/t2v
+  sora-jax sample --workdir=runs/t2v --prompt "a red circle bounces to the right" --out v.mp4
+  sora-jax eval vae --workdir=runs/vae --split=test --out=metrics.json
+  sora-jax data preview --config=configs/demo.py --out preview.mp4
+  sora-jax flops --config=configs/dit_paper.py:variant=XL/2
+  sora-jax shardings --config=configs/t2v.py:variant=B
+
+Multi-host: start one process per host with the same command plus --config.mesh.distributed=True
+(and, off a TPU pod, JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i). On a
+TPU pod or a SLURM/GPU cluster jax.distributed.initialize() finds these by itself; each process
+reads only its shard of the data; only process 0 writes logs, videos and the console line.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+COMMANDS = ("train", "sample", "eval", "data", "flops", "shardings", "demo")
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:args].",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, videos).")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop after this many steps in this call.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Compile for the mesh, print memory, don't train.")
+_PROMPT = flags.DEFINE_string("prompt", "a red circle bounces to the right", "Text prompt.")
+_FRAMES = flags.DEFINE_integer("frames", None, "Frames to generate (default: training frames).")
+_HEIGHT = flags.DEFINE_integer("height", None, "Height in pixels (default: training height).")
+_WIDTH = flags.DEFINE_integer("width", None, "Width in pixels (default: training width).")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: config.sample.steps).")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sample).")
+_OUT = flags.DEFINE_string("out", None, "Output file.")
+_SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
+_NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
+_FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
+_NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
+
+
+def _require(flag, name: str):
+  if flag.value is None:
+    raise app.UsageError(f"--{name} is required for this command")
+  return flag.value
+
+
+def cmd_train(argv):
+  from sora_jax.train import loop
+  config = _require(_CONFIG, "config")
+  if _DRY_RUN.value:
+    with config.unlocked():
+      config.train.dry_run = True
+  workdir = _WORKDIR.value or os.path.join("workdirs", config.task)
+  result = loop.train(config, workdir, max_steps=_MAX_STEPS.value)
+  print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))
+
+
+def cmd_sample(argv):
+  from sora_jax import pipeline
+  workdir = _require(_WORKDIR, "workdir")
+  t2v = pipeline.TextToVideo.from_workdir(workdir)
+  out = _OUT.value or "video.mp4"
+  t2v.save(t2v(_PROMPT.value, num_frames=_FRAMES.value, height=_HEIGHT.value,
+               width=_WIDTH.value, num_steps=_STEPS.value, guidance_scale=_GUIDANCE.value,
+               seed=_SEED.value), out, prompt=_PROMPT.value)
+  print(f"wrote {out}")
+
+
+def cmd_eval(argv):
+  what = argv[1] if len(argv) > 1 else None
+  workdir = _require(_WORKDIR, "workdir")
+  if what == "vae":
+    from sora_jax.eval import vae_eval
+    result = vae_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_clips=_NUM.value,
+                                       folder=_FOLDER.value)
+  elif what == "t2v":
+    from sora_jax.eval import t2v_eval
+    result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
+                                       seed=_SEED.value)
+  else:
+    raise app.UsageError("usage: sora-jax eval vae|t2v --workdir=W [--split=test] [--out=F]")
+  text = json.dumps(result, indent=2)
+  print(text)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(text + "\n")
+
+
+def cmd_data(argv):
+  what = argv[1] if len(argv) > 1 else None
+  config = _require(_CONFIG, "config")
+  if what == "preview":
+    from sora_jax.data import preview
+    out = _OUT.value or "preview.mp4"
+    preview.write_preview(config.data, out, num_clips=_NUM_CLIPS.value, seed=_SEED.value)
+    print(f"wrote {out}")
+  elif what == "prepare":
+    from sora_jax.data import builders
+    builder = builders.prepare(config.data)
+    print(builder.info)
+  else:
+    raise app.UsageError("usage: sora-jax data preview|prepare --config=F [--out=F]")
+
+
+def cmd_flops(argv):
+  from sora_jax.eval import flops
+  config = _require(_CONFIG, "config")
+  rows = flops.flops_report(config)
+  keys = list(rows[0].keys())
+  print(" | ".join(keys))
+  for r in rows:
+    print(" | ".join(f"{r[k]:,.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+
+
+def cmd_shardings(argv):
+  from sora_jax.train import inspect as shard_inspect
+  config = _require(_CONFIG, "config")
+  print(shard_inspect.describe_config(config))
+
+
+def cmd_demo(argv):
+  from sora_jax import demo
+  out = _OUT.value or "outputs/demo.mp4"
+  path = demo.run(prompt=_PROMPT.value, out=out, seed=_SEED.value,
+                  workdir=_WORKDIR.value)
+  print(f"wrote {path}")
+
+
+def _dispatch(argv):
+  # Library chatter (backend probing, orbax internals) would bury the progress line.
+  for name in ("absl", "jax", "orbax", "grain", "tensorflow_datasets"):
+    logging.getLogger(name).setLevel(logging.WARNING)
+  import jax
+  jax.config.update("jax_threefry_partitionable", True)
+  command = argv[1]
+  rest = [argv[0]] + argv[2:]
+  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data,
+   "flops": cmd_flops, "shardings": cmd_shardings, "demo": cmd_demo}[command](rest)
+
+
+def main(argv=None):
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] not in COMMANDS:
+    print(__doc__)
+    print(f"commands: {', '.join(COMMANDS)}")
+    sys.exit(0 if len(argv) >= 2 and argv[1] in ("-h", "--help") else 2)
+  # absl parses flags after the command word; positional words (e.g. `eval vae`) pass through.
+  app.run(lambda a: _dispatch([argv[0], argv[1]] + a[1:]), argv=[argv[0]] + argv[2:])
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,70 @@
+"""`sora-jax eval vae`: PSNR / SSIM / compression ratio of a trained VAE on held-out clips of the
+procedural world and, given a folder of real videos, on real footage.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+
+from sora_jax.data import pipeline
+from sora_jax.models import vae as vae_lib
+
+
+def load_vae_task(workdir: str, use_ema: bool = True):
+  """(task, params) of a VAE run; params are the EMA weights unless use_ema=False."""
+  from sora_jax.train import export as export_lib
+  from sora_jax.train.loop import load_run_config
+  from sora_jax.train.state import unbox
+  from sora_jax.train.vae_task import VAETask
+  config = load_run_config(workdir)
+  task = VAETask(config)
+  d = config.data
+  dummy = {"video": np.zeros((1, d.frames, d.height, d.width, 3), np.float32)}
+  abstract = unbox(jax.eval_shape(task.init, jax.random.key(0), dummy), apply_constraint=False)
+  params = export_lib.load_params(workdir, abstract, key="ema_params" if use_ema else "params")
+  return task, params
+
+
+def compression_ratio(frames: int, height: int, width: int, vae_cfg) -> float:
+  lat = vae_lib.latent_shape(frames, height, width, vae_cfg)
+  return (frames * height * width * 3) / math.prod(lat)
+
+
+def evaluate(task, params, data_cfg, split: str, num_clips: int) -> dict:
+  data_cfg = data_cfg.copy_and_resolve_references()
+  with data_cfg.unlocked():
+    data_cfg.batch_size = min(int(data_cfg.batch_size), num_clips)
+  it = pipeline.make_iterator(data_cfg, split, seed=0, shuffle=False, num_epochs=1,
+                              process_index=0, process_count=1, drop_remainder=False)
+  sums: dict[str, float] = {}
+  seen = 0
+  for batch in it:
+    n = min(len(batch["video"]), num_clips - seen)
+    if n <= 0:
+      break
+    m = task.eval_metrics(params, {"video": np.asarray(batch["video"][:n])})
+    for k, v in m.items():
+      sums[k] = sums.get(k, 0.0) + float(v) * n
+    seen += n
+  if not seen:
+    raise ValueError(f"split {split!r} of {data_cfg.name} yielded no clips")
+  out = {k: v / seen for k, v in sums.items()}
+  out["clips"] = seen
+  out["compression_ratio"] = compression_ratio(data_cfg.frames, data_cfg.height,
+                                               data_cfg.width, task.cfg)
+  return out
+
+
+def evaluate_workdir(workdir: str, split: str = "test", num_clips: int = 32,
+                     folder: str | None = None) -> dict:
+  task, params = load_vae_task(workdir)
+  config = task.config
+  result = {"procedural": evaluate(task, params, config.data, split, num_clips)}
+  if folder:
+    real = config.data.copy_and_resolve_references()
+    with real.unlocked():
+      real.name, real.source, real.folder = "video_folder", "tfds", folder
+    result["video_folder"] = evaluate(task, params, real, "train", num_clips)
+  return result
