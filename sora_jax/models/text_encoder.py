@@ -53,19 +53,23 @@ class EncoderBlock(nn.Module):
         dtype=self.dtype, param_dtype=self.param_dtype, name=name,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
-    proj = lambda name: nn.DenseGeneral(
-        (self.heads, head_dim), dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-        kernel_init=nn.with_logical_partitioning(kinit, ("embed", "heads", "kv")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")))
+    # Plain Dense + reshape: DenseGeneral initialises a flattened kernel, which 3-axis logical
+    # names (and so the mesh constraint applied at init) cannot describe.
+    proj = lambda name: nn.Dense(
+        self.width, dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+        kernel_init=nn.with_logical_partitioning(kinit, ("embed", "heads")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("heads",)))
+    split = lambda y: y.reshape(*y.shape[:-1], self.heads, head_dim)  # noqa: E731
     h = norm("attn_norm")(x)
-    q, k, v = proj("query")(h), proj("key")(h), proj("value")(h)
+    q, k, v = split(proj("query")(h)), split(proj("key")(h)), split(proj("value")(h))
     q = nn.with_logical_constraint(q, ("act_batch", "act_seq", "act_heads", "act_kv"))
     # Key-padding mask [B, 1, 1, L]: every query attends to the valid keys only.
     a = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
-    a = nn.DenseGeneral(
-        self.width, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype, name="out",
-        kernel_init=nn.with_logical_partitioning(kinit, ("heads", "kv", "embed")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(a)
+    a = nn.Dense(
+        self.width, dtype=self.dtype, param_dtype=self.param_dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(kinit, ("heads", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
+            a.reshape(*a.shape[:-2], self.width))
     x = x + a
     h = norm("mlp_norm")(x)
     h = nn.Dense(self.width * self.mlp_ratio, dtype=self.dtype, param_dtype=self.param_dtype,

@@ -78,6 +78,8 @@ class Checkpointer:
 
 
 def _restore_args(x):
-  sharding = getattr(x, "sharding", None)
-  return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype) \
-      if sharding is not None else ocp.RestoreArgs()
+  # Without a target sharding (e.g. params for single-device sampling) the arrays land on the
+  # first local device rather than on whatever topology wrote the checkpoint.
+  sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(
+      jax.local_devices()[0])
+  return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=x.shape, dtype=x.dtype)

@@ -54,7 +54,8 @@ def test_logical_axis_names(enc_and_params):
   _, variables, _ = enc_and_params
   specs = nn.get_partition_spec(variables)["params"]
   assert tuple(specs["token_embed"]["embedding"]) == ("vocab", "embed")
-  assert tuple(specs["block_0"]["query"]["kernel"]) == ("embed", "heads", "kv")
+  assert tuple(specs["block_0"]["query"]["kernel"]) == ("embed", "heads")
+  assert tuple(specs["block_0"]["out"]["kernel"]) == ("heads", "embed")
   assert tuple(specs["block_1"]["mlp_in"]["kernel"]) == ("embed", "mlp")
 
 
