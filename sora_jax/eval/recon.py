@@ -53,5 +53,6 @@ def ssim(a, b, window: int = 11, sigma: float = 1.5) -> jax.Array:
   var_a = _blur(a * a, g) - mu_a ** 2
   var_b = _blur(b * b, g) - mu_b ** 2
   cov = _blur(a * b, g) - mu_a * mu_b
-  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+  s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+      (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
   return jnp.mean(s)
