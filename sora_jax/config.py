@@ -19,7 +19,8 @@ SCHEMA: dict[str, frozenset[str] | None] = {
         "temporal_compression", "spatial_compression", "latent_channels", "channels",
         "channel_mult", "num_res_blocks", "dtype", "param_dtype", "recon_loss", "kl_weight",
         "adv_weight", "adv_start_step", "disc_channels", "disc_layers", "perceptual_weight",
-        "perceptual_path", "scaling_factor", "encode_chunk", "tile", "tile_overlap"}),
+        "perceptual_path", "scaling_factor", "encode_chunk", "tile", "tile_overlap",
+        "patch_size", "mid_attention"}),
     "model": frozenset({
         "variant", "patch", "width", "depth", "heads", "mlp", "mlp_ratio", "qk_norm", "pos",
         "remat_policy", "scan_layers", "attention_impl", "dtype", "param_dtype", "cond",
@@ -121,11 +122,14 @@ def check_video_geometry(config: mlc.ConfigDict) -> None:
       raise ConfigError(
           f"config.data.{key}={d[key]} is not divisible by vae.spatial_compression={sc}; "
           f"use {max(lo, sc)} or {hi}")
-  levels = len(v.channel_mult)
-  if levels - 1 < int(math.log2(sc)):
+  levels, p = len(v.channel_mult), int(v.get("patch_size", 1))
+  if p < 1 or sc % p:
+    raise ConfigError(f"config.vae.patch_size={p} must divide vae.spatial_compression={sc}")
+  if levels - 1 != int(math.log2(sc // p)):
     raise ConfigError(
-        f"config.vae.channel_mult has {levels} levels but spatial_compression={sc} needs "
-        f"{int(math.log2(sc)) + 1} (one per downsample plus the input level)")
+        f"config.vae.channel_mult has {levels} levels but spatial_compression={sc} with "
+        f"patch_size={p} needs {int(math.log2(sc // p)) + 1} (one per downsample plus the "
+        f"input level)")
   if int(v.latent_channels) < 1:
     raise ConfigError(f"config.vae.latent_channels={v.latent_channels} must be ≥ 1")
   model = config.get("model")

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from sora_jax.models.vae_blocks import (CausalConv3d, Downsample, FrameAttention, FrameGroupNorm,
-                                        ResBlock, Upsample, constrain)
+                                        ResBlock, Upsample, constrain, depth_to_space,
+                                        space_to_depth)
 
 Dtype = Any
 TEMPORAL_COMPRESSIONS = (1, 2, 4)
@@ -52,14 +53,17 @@ class Encoder(nn.Module):
   channel_mult: tuple[int, ...]
   num_res_blocks: int
   mid_attention: bool = False
+  patch_size: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    sched = _schedule(len(self.channel_mult), self.spatial_compression, self.temporal_compression)
-    h = CausalConv3d(self.channels, **kw, name="conv_in")(constrain(x))
+    sched = _schedule(len(self.channel_mult), self.spatial_compression // self.patch_size,
+                      self.temporal_compression)
+    x = space_to_depth(constrain(x), self.patch_size)
+    h = CausalConv3d(self.channels, **kw, name="conv_in")(x)
     for level, mult in enumerate(self.channel_mult):
       for j in range(self.num_res_blocks):
         h = ResBlock(self.channels * mult, **kw, name=f"down{level}_res{j}")(h)
@@ -85,13 +89,15 @@ class Decoder(nn.Module):
   num_res_blocks: int
   out_channels: int = 3
   mid_attention: bool = False
+  patch_size: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    sched = _schedule(len(self.channel_mult), self.spatial_compression, self.temporal_compression)
+    sched = _schedule(len(self.channel_mult), self.spatial_compression // self.patch_size,
+                      self.temporal_compression)
     width = self.channels * self.channel_mult[-1]
     h = CausalConv3d(width, **kw, name="conv_in")(constrain(z))
     h = ResBlock(width, **kw, name="mid_res0")(h)
@@ -107,8 +113,9 @@ class Decoder(nn.Module):
         if t or s:
           h = Upsample(feats, t, s, **kw, name=f"up{level}_sample")(h)
     h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
-    h = CausalConv3d(self.out_channels, **kw, name="conv_out")(h)
-    return constrain(h.astype(jnp.float32))
+    p = self.patch_size
+    h = CausalConv3d(self.out_channels * p * p, **kw, name="conv_out")(h)
+    return constrain(depth_to_space(h.astype(jnp.float32), p))
 
 
 class VAE(nn.Module):
@@ -121,6 +128,7 @@ class VAE(nn.Module):
   num_res_blocks: int = 1
   out_channels: int = 3
   mid_attention: bool = False
+  patch_size: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -128,7 +136,7 @@ class VAE(nn.Module):
     common = dict(temporal_compression=self.temporal_compression,
                   spatial_compression=self.spatial_compression, channels=self.channels,
                   channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
-                  mid_attention=self.mid_attention, dtype=self.dtype,
+                  mid_attention=self.mid_attention, patch_size=self.patch_size, dtype=self.dtype,
                   param_dtype=self.param_dtype)
     self.encoder = Encoder(latent_channels=self.latent_channels, **common)
     self.decoder = Decoder(out_channels=self.out_channels, **common)
@@ -178,6 +186,7 @@ def vae_from_config(vae_cfg) -> VAE:
       channel_mult=tuple(int(m) for m in vae_cfg.channel_mult),
       num_res_blocks=int(vae_cfg.num_res_blocks),
       mid_attention=bool(vae_cfg.get("mid_attention", False)),
+      patch_size=int(vae_cfg.get("patch_size", 1)),
       dtype=_dtype(vae_cfg.get("dtype", "float32"), "vae.dtype"),
       param_dtype=_dtype(vae_cfg.get("param_dtype", "float32"), "vae.param_dtype"))
 
@@ -203,13 +212,17 @@ def validate_vae_config(vae_cfg, frames: int, height: int, width: int) -> None:
     raise ValueError(f"vae.channels={vae_cfg.channels} must be > 0 and vae.num_res_blocks="
                      f"{vae_cfg.num_res_blocks} >= 0")
   mult = tuple(vae_cfg.channel_mult)
-  ns, nt = _log2(s), _log2(tc)
+  p = int(vae_cfg.get("patch_size", 1))
+  if p not in (1, 2, 4) or s % p:
+    raise ValueError(f"vae.patch_size={p} must be 1, 2 or 4 and divide "
+                     f"vae.spatial_compression={s}")
+  ns, nt = _log2(s // p), _log2(tc)
   if len(mult) - 1 != ns:
     suggestion = tuple(list(mult[:ns + 1]) + [mult[-1]] * max(0, ns + 1 - len(mult)))
     raise ValueError(
         f"vae.channel_mult={mult} has {len(mult) - 1} downsampling levels but "
-        f"vae.spatial_compression={s} needs log2({s}) = {ns}; use {ns + 1} entries, "
-        f"e.g. vae.channel_mult={suggestion}")
+        f"vae.spatial_compression={s} with vae.patch_size={p} needs log2({s}/{p}) = {ns}; "
+        f"use {ns + 1} entries, e.g. vae.channel_mult={suggestion}")
   if nt > len(mult) - 1:
     raise ValueError(f"vae.temporal_compression={tc} needs {nt} downsampling levels but "
                      f"vae.channel_mult={mult} has {len(mult) - 1}")

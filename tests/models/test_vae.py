@@ -118,3 +118,39 @@ def test_bf16_compute_with_f32_params(tiny):
   ref = tiny["mean"]
   rel = float(jnp.abs(mean - ref).mean() / jnp.abs(ref).mean())
   assert rel < 0.05, rel
+
+
+def test_patch_stem_leaving_too_few_levels_for_time_is_named():
+  levels = (1, 1)  # patch 4 of 8: one spatial downsample left, but 4x time needs two
+  with pytest.raises(ValueError, match="vae.temporal_compression"):
+    validate_vae_config(_cfg(patch_size=4, channel_mult=levels), 17, 64, 64)
+
+
+@pytest.mark.parametrize("patch", [2])
+def test_patch_stem_keeps_compression_and_causality(patch):
+  s = 8
+  levels = int(np.log2(s // patch)) + 1
+  vae = VAE(temporal_compression=4, spatial_compression=s, latent_channels=4, channels=8,
+            channel_mult=(1,) * levels, patch_size=patch)
+  x = jax.random.uniform(jax.random.key(0), (1, 9, 32, 32, 3), minval=-1, maxval=1)
+  params = nn.unbox(vae.init(jax.random.key(1), x[:, :1])["params"])
+  enc = jax.jit(lambda p, v: vae.apply({"params": p}, v, method=VAE.encode)[0])
+  mean = enc(params, x)
+  assert mean.shape == (1, 3, 4, 4, 4)
+  x_hat = vae.apply({"params": params}, mean, method=VAE.decode)
+  assert x_hat.shape == x.shape
+  moved = enc(params, x.at[:, 5].set(0.0))
+  np.testing.assert_array_equal(np.asarray(moved[:, :2]), np.asarray(mean[:, :2]))
+  assert not np.allclose(np.asarray(moved[:, 2]), np.asarray(mean[:, 2]))
+  with pytest.raises(ValueError, match="vae.channel_mult"):
+    validate_vae_config(_cfg(patch_size=patch), 17, 64, 64)
+
+
+def test_space_to_depth_round_trip():
+  from sora_jax.models.vae_blocks import depth_to_space, space_to_depth
+  x = jax.random.normal(jax.random.key(0), (2, 3, 8, 12, 3))
+  y = space_to_depth(x, 2)
+  assert y.shape == (2, 3, 4, 6, 12)
+  np.testing.assert_array_equal(np.asarray(depth_to_space(y, 2)), np.asarray(x))
+  # Each output pixel holds one 2x2 input patch.
+  np.testing.assert_array_equal(np.asarray(y[0, 0, 1, 2, :3]), np.asarray(x[0, 0, 2, 4]))
