@@ -48,7 +48,10 @@ def load_vae(config) -> tuple[Any, Any, Any]:
   else:
     log.warning("config.vae_workdir is empty: using an UNTRAINED VAE (plumbing only)")
     task = VAETask(config)
-    params = unbox(task.init(jax.random.key(config.seed + 7), dummy))
+    # Jitted on a one-frame video (conv params do not depend on the input's size): an eager
+    # init compiles hundreds of tiny ops, ~2x slower on CPU, and every T2VTask pays it.
+    params = unbox(jax.jit(task.init)(jax.random.key(config.seed + 7),
+                                      {"video": dummy["video"][:, :1]}))
   return vae_lib.vae_from_config(vae_cfg), params["vae"], vae_cfg
 
 
