@@ -1,0 +1,84 @@
+"""The user's path through the CLI, on tiny configs: train a VAE, evaluate it, train a
+text-to-video DiT on its latents, sample a video from a prompt, preview the data."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sora_jax.io import video as video_io
+
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+
+
+def sora(*args, timeout=600):
+  cmd = [sys.executable, "-m", "sora_jax.cli", *args]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+  assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+  return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("runs")
+  vae_dir, t2v_dir = str(root / "vae"), str(root / "t2v")
+  sora("train", "--config=configs/vae.py:runlocal,res=32,frames=9", f"--workdir={vae_dir}",
+       "--config.train.steps=4")
+  sora("train", "--config=configs/t2v.py:runlocal,res=32,frames=9", f"--workdir={t2v_dir}",
+       f"--config.vae_workdir={vae_dir}", "--config.train.steps=4")
+  return root, vae_dir, t2v_dir
+
+
+def test_train_writes_checkpoints_metrics_and_videos(runs):
+  _, vae_dir, t2v_dir = runs
+  for d in (vae_dir, t2v_dir):
+    assert sorted(os.listdir(os.path.join(d, "checkpoints")))[-1] == "4"
+    rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+    assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
+    assert os.listdir(os.path.join(d, "videos"))
+  cfg = json.load(open(os.path.join(t2v_dir, "config.json")))
+  assert cfg["vae_workdir"] == vae_dir
+
+
+def test_sample_writes_the_requested_video(runs):
+  root, _, t2v_dir = runs
+  out = str(root / "red.mp4")
+  text = sora("sample", f"--workdir={t2v_dir}", "--prompt", "a red circle bounces to the right",
+              "--frames=5", "--height=32", "--width=48", "--seed=3", f"--out={out}")
+  assert "wrote" in text
+  frames, _ = video_io.read_video(out)
+  assert frames.shape == (5, 32, 48, 3)
+
+
+def test_sample_rejects_impossible_sizes_in_the_users_words(runs):
+  _, _, t2v_dir = runs
+  proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "sample", f"--workdir={t2v_dir}",
+                         "--frames=6", "--out=/dev/null"], capture_output=True, text=True,
+                        env=ENV, timeout=300)
+  assert proc.returncode != 0
+  assert "data.frames=6 is not 1 + 4k" in proc.stderr
+
+
+def test_eval_vae_writes_metrics(runs):
+  root, vae_dir, _ = runs
+  out = str(root / "metrics.json")
+  sora("eval", "vae", f"--workdir={vae_dir}", "--split=test", "--num=4", f"--out={out}")
+  m = json.load(open(out))["procedural"]
+  assert m["clips"] == 4 and 0 < m["psnr"] < 60 and -1 <= m["ssim"] <= 1
+  assert m["compression_ratio"] == pytest.approx(9 * 32 * 32 * 3 / (3 * 4 * 4 * 4))
+
+
+def test_data_preview_writes_a_watchable_grid(tmp_path):
+  out = str(tmp_path / "preview.mp4")
+  sora("data", "preview", "--config=configs/vae.py:runlocal,res=32,frames=9", f"--out={out}",
+       "--num_clips=2")
+  frames, _ = video_io.read_video(out)
+  assert frames.shape[0] == 9 and frames.std() > 5
+
+
+def test_unknown_command_prints_usage():
+  proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "frobnicate"],
+                        capture_output=True, text=True, env=ENV)
+  assert proc.returncode == 2 and "commands: train" in proc.stdout

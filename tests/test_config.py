@@ -1,0 +1,97 @@
+"""Config parsing and validation: every error names its key and the fix, before compile."""
+import ml_collections as mlc
+import pytest
+
+from configs import common, demo, dit_paper, t2v, vae
+from sora_jax import config as C
+
+
+def test_parse_arg_types_and_flags():
+  a = common.parse_arg("res=64x112,frames=9,runlocal,lr=0.5", res="64", frames=17, lr=1.0,
+                       runlocal=False)
+  assert (a.res, a.frames, a.lr, a.runlocal) == ("64x112", 9, 0.5, True)
+  assert common.parse_res(a.res) == (64, 112)
+  assert common.parse_triple("1x2x2", "patch") == (1, 2, 2)
+
+
+@pytest.mark.parametrize("arg,match", [
+    ("nope=1", "'nope' is not known"),
+    ("frames=abc", "'frames' expects int"),
+])
+def test_parse_arg_errors_name_the_argument(arg, match):
+  with pytest.raises(ValueError, match=match):
+    common.parse_arg(arg, frames=17)
+
+
+@pytest.mark.parametrize("getter", [
+    lambda: vae.get_config(), lambda: vae.get_config("runlocal"),
+    lambda: t2v.get_config(), lambda: t2v.get_config("runlocal,res=32,frames=9"),
+    lambda: demo.get_config("stage=vae"), lambda: demo.get_config("stage=t2v"),
+    lambda: dit_paper.get_config("variant=XL/2"),
+])
+def test_shipped_configs_validate(getter):
+  C.validate(getter(), num_devices=4)
+
+
+def _t2v(**over):
+  c = t2v.get_config("runlocal").unlock()
+  for dotted, value in over.items():
+    section, key = dotted.split(".")
+    c[section][key] = value
+  return c
+
+
+@pytest.mark.parametrize("over,key", [
+    ({"data.frames": 16}, "data.frames"),
+    ({"data.height": 60}, "data.height"),
+    ({"data.width": 70}, "data.width"),
+    ({"data.batch_size": 3}, "data.batch_size"),
+    ({"data.caption": "long"}, "data.caption"),
+    ({"vae.temporal_compression": 3}, "vae.temporal_compression"),
+    ({"vae.spatial_compression": 4}, "vae.spatial_compression"),
+    ({"vae.channel_mult": (1, 2)}, "vae.channel_mult"),
+    ({"vae.latent_channels": 0}, "vae.latent_channels"),
+    ({"model.patch": (1, 3, 3)}, "model.patch"),
+    ({"model.heads": 5, "model.width": 64}, "model.heads"),
+    ({"model.attention_impl": "cudnn"}, "model.attention_impl"),
+    ({"model.attention_impl": "ring"}, "model.attention_impl"),
+    ({"model.mlp": "relu"}, "model.mlp"),
+    ({"diffusion.objective": "x0"}, "diffusion.objective"),
+    ({"diffusion.shift": "big"}, "diffusion.shift"),
+    ({"sample.sampler": "ddim"}, "sample.sampler"),
+    ({"text.encoder": "t5"}, "text.t5_path"),
+    ({"optim.lr": 0.0}, "optim.lr"),
+    ({"optim.warmup_steps": 100}, "optim.warmup_steps"),
+    ({"optim.ema_decay": 1.0}, "optim.ema_decay"),
+    ({"mesh.tensor": 3}, "mesh"),
+    ({"mesh.data": 0}, "mesh.data"),
+])
+def test_every_validation_error_names_its_key(over, key):
+  with pytest.raises(C.ConfigError, match=key.replace(".", r"\.")):
+    C.validate(_t2v(**over), num_devices=4)
+
+
+def test_unknown_keys_and_sections_are_named():
+  c = _t2v()
+  c.data.framez = 17
+  with pytest.raises(C.ConfigError, match=r"config\.data\.framez is not a known key"):
+    C.validate(c, num_devices=4)
+  c = _t2v()
+  c.trian = mlc.ConfigDict({"steps": 1})
+  with pytest.raises(C.ConfigError, match=r"config\.trian is not a known section"):
+    C.validate(c, num_devices=4)
+
+
+def test_frames_error_lists_valid_counts_and_patch_error_explains():
+  with pytest.raises(C.ConfigError, match=r"use one of 1, 5, 9, 13, 17"):
+    C.validate(_t2v(**{"data.frames": 16}), num_devices=4)
+  c = t2v.get_config("res=64x80,patch=1x4x4")
+  with pytest.raises(C.ConfigError, match=r"latent width 10 is not a multiple of 4"):
+    C.validate(c, num_devices=8)
+
+
+def test_batch_must_split_over_data_and_processes():
+  with pytest.raises(C.ConfigError, match=r"data×fsdp=8"):
+    C.validate(_t2v(), num_devices=8)  # runlocal batch 4 on 8 data shards
+  with pytest.raises(C.ConfigError, match=r"3 processes"):
+    C.validate(_t2v(**{"mesh.data": 1, "mesh.fsdp": 1}), num_devices=1, process_count=3)
