@@ -42,6 +42,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
 _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
 _FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
+_TRAIN = flags.DEFINE_bool("train", False, "demo: train both stages from scratch first.")
 
 
 def _require(flag, name: str):
@@ -128,7 +129,7 @@ def cmd_demo(argv):
   from sora_jax import demo
   out = _OUT.value or "outputs/demo.mp4"
   path = demo.run(prompt=_PROMPT.value, out=out, seed=_SEED.value,
-                  workdir=_WORKDIR.value)
+                  workdir=_WORKDIR.value, train=_TRAIN.value)
   print(f"wrote {path}")
 
 
