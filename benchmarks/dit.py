@@ -25,26 +25,7 @@ from sora_jax.models import dit as dit_lib
 from sora_jax.train import state as state_lib
 from sora_jax.train import steps as steps_lib
 
-
-class _Task:
-  """The t2v loss on given latents/text embeddings (no VAE or text encoder in the way)."""
-
-  def __init__(self, model, objective, num_tokens):
-    self.model, self.objective, self.num_tokens = model, objective, num_tokens
-
-  def init(self, rng, batch):
-    t = jnp.zeros((batch["latents"].shape[0],))
-    return {"dit": self.model.init(rng, batch["latents"], t, context=batch["context"],
-                                   context_mask=batch["mask"])["params"]}
-
-  def fn(self, params):
-    return lambda x, t, c: self.model.apply({"params": params["dit"]}, x, t, context=c[0],
-                                            context_mask=c[1])
-
-  def loss(self, params, batch, rng, step):
-    loss, m = self.objective.loss(self.fn(params), batch["latents"], rng,
-                                  (batch["context"], batch["mask"]), self.num_tokens)
-    return loss, {"t_mean": m["t_mean"]}
+from _latent_task import LatentT2VTask
 
 
 def bench(variant: str, batch: int, latent: tuple[int, ...], ctx_len: int, text_width: int,
@@ -55,7 +36,7 @@ def bench(variant: str, batch: int, latent: tuple[int, ...], ctx_len: int, text_
   pt, ph, pw = cfg.model.patch
   tokens = (latent[0] // pt) * (latent[1] // ph) * (latent[2] // pw)
   obj = make_objective(cfg.diffusion)
-  task = _Task(model, obj, tokens)
+  task = LatentT2VTask(model, obj, tokens)
   k = jax.random.split(jax.random.key(0), 3)
   data = {"latents": jax.random.normal(k[0], (batch, *latent)),
           "context": jax.random.normal(k[1], (batch, ctx_len, text_width)),
