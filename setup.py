@@ -31,6 +31,7 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90"],
         "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel", "matplotlib"],
+        "experiments": ["matplotlib"],
         "provenance": ["c2pa-python", "opencv-python-headless", "PyWavelets"],
     },
     entry_points={"console_scripts": ["sora-jax=sora_jax.cli:main"]},

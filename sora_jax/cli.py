@@ -79,7 +79,8 @@ def cmd_eval(argv):
   if what == "vae":
     from sora_jax.eval import vae_eval
     result = vae_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_clips=_NUM.value,
-                                       folder=_FOLDER.value)
+                                       folder=_FOLDER.value, frames=_FRAMES.value,
+                                       height=_HEIGHT.value, width=_WIDTH.value)
   elif what == "t2v":
     from sora_jax.eval import t2v_eval
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,

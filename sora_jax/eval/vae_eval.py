@@ -10,6 +10,7 @@ import numpy as np
 
 from sora_jax.data import pipeline
 from sora_jax.models import vae as vae_lib
+from sora_jax.models.vae import validate_vae_config
 
 
 def load_vae_task(workdir: str, use_ema: bool = True):
@@ -58,13 +59,24 @@ def evaluate(task, params, data_cfg, split: str, num_clips: int) -> dict:
 
 
 def evaluate_workdir(workdir: str, split: str = "test", num_clips: int = 32,
-                     folder: str | None = None) -> dict:
+                     folder: str | None = None, frames: int | None = None,
+                     height: int | None = None, width: int | None = None) -> dict:
+  """Held-out procedural clips (and a video folder) at the run's size unless overridden: the
+  VAE is causal and fully convolutional, so it applies to any 1 + tc*k frames and any size
+  divisible by its spatial compression."""
   task, params = load_vae_task(workdir)
-  config = task.config
-  result = {"procedural": evaluate(task, params, config.data, split, num_clips)}
+  data = task.config.data.copy_and_resolve_references()
+  with data.unlocked():
+    data.frames = frames or data.frames
+    data.height, data.width = height or data.height, width or data.width
+  validate_vae_config(task.cfg, data.frames, data.height, data.width)
+  result = {"procedural": evaluate(task, params, data, split, num_clips)}
   if folder:
-    real = config.data.copy_and_resolve_references()
+    real = data.copy_and_resolve_references()
     with real.unlocked():
       real.name, real.source, real.folder = "video_folder", "tfds", folder
+    from sora_jax.data import builders
+    builders.prepare(real)  # idempotent: decodes the folder once into array_record
     result["video_folder"] = evaluate(task, params, real, "train", num_clips)
+  result["frames"], result["height"], result["width"] = data.frames, data.height, data.width
   return result
