@@ -18,16 +18,16 @@ def get_config(arg=None):
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
     # (or minute-long, chunked) clips, and 9 frames halve the CPU cost of a step.
-    c = vae_config.get_config("res=64,frames=9,comp=4x8x8,zch=8,ch=32,patch=2,batch=4,lr=1e-3"
-                              + (f",steps={a.steps}" if a.steps else ",steps=1500") + local)
+    c = vae_config.get_config("res=64,frames=9,comp=4x8x8,zch=16,ch=32,patch=2,batch=4,lr=1e-3"
+                              + (f",steps={a.steps}" if a.steps else ",steps=1000") + local)
     if not a.runlocal:
       c = c.unlock()
-      c.optim.warmup_steps = 100
+      c.optim.warmup_steps = 50
       c.train.log_every, c.train.ckpt_every, c.train.sample_every = 25, 250, 500
       c.data.eval_split = "test"
       c.lock()
   elif a.stage == "t2v":
-    c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=8,"
+    c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=16,"
                               "batch=16,lr=3e-4"
                               + (f",steps={a.steps}" if a.steps else ",steps=8000") + local)
     c = c.unlock()
