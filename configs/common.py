@@ -94,7 +94,8 @@ def data_config(*, frames: int, height: int, width: int, batch_size: int, fps: f
       shuffle_seed=0,
       num_workers=0,            # grain worker processes; 0 = in-process
       num_epochs=0,             # 0 = repeat forever
-      cache_dir="",             # latents cache for t2v ("" = none)
+      cache_dir="",             # t2v: encode cache_clips clips once and train on their latents
+      cache_clips=4096,
   ))
 
 

@@ -14,7 +14,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
     "data": frozenset({
         "name", "source", "builder_config", "data_dir", "folder", "frames", "height", "width",
         "fps", "caption", "text_len", "batch_size", "split", "eval_split", "shuffle_seed",
-        "num_workers", "num_epochs", "cache_dir"}),
+        "num_workers", "num_epochs", "cache_dir", "cache_clips"}),
     "vae": frozenset({
         "temporal_compression", "spatial_compression", "latent_channels", "channels",
         "channel_mult", "num_res_blocks", "dtype", "param_dtype", "recon_loss", "kl_weight",

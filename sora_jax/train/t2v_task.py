@@ -88,10 +88,34 @@ class T2VTask:
     return mean * self.scale
 
   def prepare(self, host_batch: dict, mesh) -> dict:
+    if "latents" in host_batch:  # from the latent cache: nothing left to encode
+      return pipeline.to_global({k: host_batch[k] for k in ("latents", "tokens", "text_mask")},
+                                mesh)
     g = pipeline.to_global({k: host_batch[k] for k in ("video", "tokens", "text_mask")}, mesh)
     out = {"latents": self._encode(self.vae_params, g["video"]),
            "tokens": g["tokens"], "text_mask": g["text_mask"]}
     return out
+
+  def make_iterator(self, *, seed: int, process_index: int | None = None,
+                    process_count: int | None = None):
+    """Pixels through the VAE every step, or (data.cache_dir set) a cache of latents."""
+    d = self.config.data
+    if not d.cache_dir:
+      return pipeline.make_iterator(d, d.split, seed=seed, process_index=process_index,
+                                    process_count=process_count)
+    from sora_jax.data import latent_cache
+    description = {"vae": os.path.abspath(self.config.vae_workdir or "untrained"),
+                   "vae_cfg": self.vae_cfg.to_dict(), "split": d.split, "n": d.cache_clips,
+                   **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",
+                                        "fps", "caption", "text_len")}}
+    path = latent_cache.cache_path(d.cache_dir, description)
+    if not os.path.exists(path):
+      encode = jax.jit(self._encode_impl)
+      latent_cache.build(d, d.split, int(d.cache_clips),
+                         lambda video: encode(self.vae_params, video), path, seed=seed)
+    return iter(latent_cache.make_dataset(path, d.batch_size, seed=seed,
+                                          process_index=process_index,
+                                          process_count=process_count))
 
   # ---- model ------------------------------------------------------------------------------
 
