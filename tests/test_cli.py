@@ -82,3 +82,12 @@ def test_unknown_command_prints_usage():
   proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "frobnicate"],
                         capture_output=True, text=True, env=ENV)
   assert proc.returncode == 2 and "commands: train" in proc.stdout
+
+
+def test_flops_prints_params_and_gmacs_side_by_side():
+  text = sora("flops", "--config=configs/dit_paper.py:variant=XL/2")
+  header, row = text.strip().splitlines()[-2:]
+  cols = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+  assert int(cols["params"]) == 674_834_720  # + 294,912 fixed pos-embed = the paper's 675.13M
+  assert float(cols["gmacs_formula"]) == pytest.approx(118.6, abs=0.1)
+  assert float(cols["gmacs_xla"]) == pytest.approx(118.6, rel=0.01)
