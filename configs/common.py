@@ -119,3 +119,12 @@ def train_config(steps: int, log_every: int = 50, ckpt_every: int = 500,
       steps=steps, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
       keep_checkpoints=3, async_checkpoint=True, dry_run=False,
   ))
+
+
+def shrink_for_local(c) -> None:
+  """`runlocal`: a few steps, with logging, checkpoints and videos every few, for CPU tests."""
+  c.train.steps = min(c.train.steps, 6)
+  c.optim.warmup_steps = 1
+  c.train.log_every = 2
+  c.train.ckpt_every = 3
+  c.train.sample_every = 3

@@ -60,8 +60,5 @@ def get_config(arg=None):
     c.model.num_classes = min(a.classes, 10)
     c.sample.steps = 4
     c.sample.steps_per_chunk = 2
-    c.train.steps = min(a.steps, 6)
-    c.train.log_every = 2
-    c.train.ckpt_every = 3
-    c.train.sample_every = 3
+    common.shrink_for_local(c)
   return c.lock()

@@ -81,9 +81,5 @@ def get_config(arg=None):
     c.vae.latent_channels = 4
     c.sample.steps = 4
     c.sample.steps_per_chunk = 2
-    c.train.steps = min(a.steps, 6)
-    c.optim.warmup_steps = 1
-    c.train.log_every = 2
-    c.train.ckpt_every = 3
-    c.train.sample_every = 3
+    common.shrink_for_local(c)
   return c.lock()

@@ -56,9 +56,5 @@ def get_config(arg=None):
     c.data.batch_size = min(a.batch, 4)
     c.vae.channels = 8
     c.vae.latent_channels = min(a.zch, 4)
-    c.train.steps = min(a.steps, 6)
-    c.optim.warmup_steps = 1
-    c.train.log_every = 2
-    c.train.ckpt_every = 3
-    c.train.sample_every = 3
+    common.shrink_for_local(c)
   return c.lock()
