@@ -5,11 +5,12 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -32,6 +33,74 @@ log = logging.getLogger(__name__)
 def _abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract, shardings)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltStep:
+  """What a mesh needs before step 1: abstract state, shardings, sharded init, compiled step."""
+  abstract: Any            # TrainState of ShapeDtypeStructs carrying their shardings
+  state_shardings: Any
+  batch_shardings: Any
+  init: Callable           # (rng, batch) -> TrainState, born sharded
+  step_fn: Callable        # jitted train step (state donated)
+  compiled: Any            # its AOT-compiled executable (memory / cost analyses)
+
+
+def build_step(task, tx, schedule, config, mesh, batch: dict) -> BuiltStep:
+  """Shapes → shardings → sharded init and AOT-compiled step, for `mesh` and `config.rules`.
+
+  Nothing is allocated: `batch` only lends shapes and shardings. Call inside the mesh and
+  logical-rules context (Trainer._context) so the models' logical constraints apply.
+  """
+  rules = rules_lib.rules_for(config.rules)
+  init_fn = state_lib.make_init_fn(task, tx)
+  boxed = jax.eval_shape(init_fn, jax.random.key(config.seed), batch)
+  state_shardings = rules_lib.state_shardings(boxed, mesh, rules)
+  abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
+                                      state_shardings)
+  batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
+  init = jax.jit(lambda r, b: state_lib.unbox(init_fn(r, b)), out_shardings=state_shardings)
+  train_step = steps_lib.make_train_step(task, tx, schedule, config.optim.ema_decay)
+  step_fn, compiled = steps_lib.compile_train_step(
+      train_step, abstract, batch, steps_lib.step_rng(config.seed, 0),
+      state_shardings=state_shardings, batch_shardings=batch_shardings,
+      replicated=rules_lib.replicated(mesh))
+  return BuiltStep(abstract, state_shardings, batch_shardings, init, step_fn, compiled)
+
+
+# Overrides the per-device memory limit the compiled step is checked against, in GiB. Devices
+# that report one (GPU/TPU `memory_stats()['bytes_limit']`) need no override; CPU reports none.
+ENV_DEVICE_MEMORY_GB = "SORA_JAX_DEVICE_MEMORY_GB"
+
+
+def device_memory_limit() -> tuple[float | None, str]:
+  """(bytes a device may hold, where that figure came from); (None, ...) when unknown."""
+  env = os.environ.get(ENV_DEVICE_MEMORY_GB, "").strip()
+  if env:
+    try:
+      return float(env) * 2**30, f"${ENV_DEVICE_MEMORY_GB}={env}"
+    except ValueError:
+      raise ValueError(f"{ENV_DEVICE_MEMORY_GB}={env!r} must be a number of GiB") from None
+  dev = jax.local_devices()[0]
+  try:
+    stats = dev.memory_stats() or {}
+  except Exception:  # noqa: BLE001 - backends without memory stats
+    stats = {}
+  limit = stats.get("bytes_limit")
+  return (float(limit), f"{dev.device_kind} bytes_limit") if limit else (None, "")
+
+
+def check_fits(facts: dict, report: str = "") -> None:
+  """Raises MemoryError before step 1 when the compiled step's peak exceeds a device's memory."""
+  limit, source = device_memory_limit()
+  peak = facts.get("peak_bytes_estimate")
+  if limit is None or peak is None or peak <= limit:
+    return
+  raise MemoryError(
+      f"the compiled train step needs ≈{peak / 2**30:.3g} GiB per device but a device holds "
+      f"{limit / 2**30:.3g} GiB ({source}). Shard more: raise --config.mesh.fsdp (params and "
+      f"optimizer state) or --config.mesh.tensor, lower --config.data.batch_size, or keep "
+      f"--config.model.remat_policy=nothing_saveable. [{report}]")
 
 
 def save_config(config, workdir: str) -> None:
@@ -65,38 +134,34 @@ class Trainer:
   def _next_batch(self):
     return self.task.prepare(next(self.data_it), self.mesh)
 
-  def setup(self):
-    """State (restored or fresh) and the compiled step. Leaves the iterator where it belongs."""
+  def setup(self, init_state: bool = True):
+    """State (restored or fresh) and the compiled step. Leaves the iterator where it belongs.
+
+    The step is compiled from the abstract state, so its memory is known (and checked against
+    the device, `check_fits`) before any state is allocated; `init_state=False` (dry runs) stops
+    there and returns None.
+    """
     cfg = self.config
     with self._context():
       start = self.data_it.get_state()
       batch = self._next_batch()       # shapes for the abstract state only
       self.data_it.set_state(start)
-      init_fn = state_lib.make_init_fn(self.task, self.tx)
-      init_rng = jax.random.key(cfg.seed)
-      boxed = jax.eval_shape(init_fn, init_rng, batch)
-      self.state_shardings = rules_lib.state_shardings(boxed, self.mesh, self.rules)
-      abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
-                                          self.state_shardings)
+      t0 = time.time()
+      built = build_step(self.task, self.tx, self.schedule, cfg, self.mesh, batch)
+      self.state_shardings, self.batch_shardings = built.state_shardings, built.batch_shardings
       self.replicated = rules_lib.replicated(self.mesh)
-      self.batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
+      self.step_fn, self.compiled = built.step_fn, built.compiled
+      self.facts = steps_lib.compiled_facts(built.compiled)
+      self.facts["compile_s"] = time.time() - t0
+      self.facts["params"] = state_lib.param_count(built.abstract.params)
+      check_fits(self.facts, self.report_facts())
+      if not init_state:
+        return None
       if self.ckpt.latest_step() is not None:
-        step, state = self.ckpt.restore(abstract, self.data_it)
+        step, state = self.ckpt.restore(built.abstract, self.data_it)
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
       else:
-        state = jax.jit(lambda r, b: state_lib.unbox(init_fn(r, b)),
-                        out_shardings=self.state_shardings)(init_rng, batch)
-      train_step = steps_lib.make_train_step(self.task, self.tx, self.schedule,
-                                             cfg.optim.ema_decay)
-      t0 = time.time()
-      self.step_fn, compiled = steps_lib.compile_train_step(
-          train_step, state, batch, steps_lib.step_rng(cfg.seed, 0),
-          state_shardings=self.state_shardings, batch_shardings=self.batch_shardings,
-          replicated=self.replicated)
-      self.facts = steps_lib.compiled_facts(compiled)
-      self.facts["compile_s"] = time.time() - t0
-      self.facts["params"] = state_lib.param_count(state.params)
-      self.compiled = compiled
+        state = built.init(jax.random.key(cfg.seed), batch)
     return state
 
   def report_facts(self) -> str:
@@ -179,8 +244,9 @@ def train(config, workdir: str, max_steps: int | None = None) -> dict:
   trainer = Trainer(config, workdir)
   try:
     if config.train.dry_run:
-      trainer.setup()
-      print(trainer.report_facts(), flush=True)
+      trainer.setup(init_state=False)
+      if trainer.primary:
+        print(trainer.report_facts(), flush=True)
       return dict(trainer.facts)
     return trainer.run(max_steps=max_steps)
   finally:
