@@ -3,12 +3,19 @@
 Saving both in one step directory is what makes resume exact: the restored run sees the same
 parameters, optimizer moments, EMA and the very next batch it would have seen. Orbax writes to a
 temporary directory and renames on commit, so a run killed mid-save leaves the previous step
-restorable.
+restorable (tests/train/test_resume.py kills one there, using the SORA_JAX_SLOW_SAVE hook below).
+
+The data iterator's position counts batches, and batch k is the same global batch whatever the
+number of processes (data/pipeline.py), so a checkpoint written by N processes resumes in M: when
+this layout has no file of its own, process 0's position is used.
 """
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
+import time
 from typing import Any
 
 import jax
@@ -16,6 +23,18 @@ import orbax.checkpoint as ocp
 from grain import checkpoint as grain_ckpt
 
 log = logging.getLogger(__name__)
+
+# Test-only hook: "STEP:SECONDS" makes the save of STEP sleep SECONDS while its temporary
+# directory exists (inside the data item's save), so a test can SIGKILL a run mid-save.
+ENV_SLOW_SAVE = "SORA_JAX_SLOW_SAVE"
+
+
+def _slow_save_seconds(step: int) -> float:
+  spec = os.environ.get(ENV_SLOW_SAVE, "")
+  if not spec:
+    return 0.0
+  at, _, seconds = spec.partition(":")
+  return float(seconds or 0) if int(at) == step else 0.0
 
 
 class Checkpointer:
@@ -38,6 +57,9 @@ class Checkpointer:
            force: bool = False) -> bool:
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
+      delay = _slow_save_seconds(step)
+      if delay:
+        data_iterator = _SlowState(data_iterator, delay)
       items["data"] = grain_ckpt.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
@@ -48,9 +70,19 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     items = {"state": ocp.args.StandardRestore(abstract_state)}
+    foreign_data = None
     if data_iterator is not None and self._has_item(step, "data"):
-      items["data"] = grain_ckpt.CheckpointRestore(data_iterator)
+      data_dir = os.path.join(self.directory, str(step), "data")
+      mine = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+      if os.path.exists(os.path.join(data_dir, mine)):
+        items["data"] = grain_ckpt.CheckpointRestore(data_iterator)
+      else:  # written by another number of processes: take process 0's position
+        foreign_data = sorted(glob.glob(os.path.join(data_dir, "process_0-of-*.json")))
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    if foreign_data:
+      log.warning("data position from %s (another process count)", foreign_data[0])
+      with open(foreign_data[0]) as f:
+        data_iterator.set_state(json.loads(f.read()))
     return step, restored["state"]
 
   def restore_params(self, abstract_params: Any, step: int | None = None,
@@ -75,6 +107,18 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+class _SlowState:
+  """A data iterator whose get_state() (called inside orbax's save) first sleeps: the hook."""
+
+  def __init__(self, it, seconds: float):
+    self._it, self._seconds = it, seconds
+
+  def get_state(self):
+    log.warning("%s: sleeping %.1fs inside a checkpoint save", ENV_SLOW_SAVE, self._seconds)
+    time.sleep(self._seconds)
+    return json.dumps(self._it.get_state()).encode()  # grain's non-DatasetIterator branch
 
 
 def _restore_args(x):
