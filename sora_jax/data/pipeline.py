@@ -8,8 +8,9 @@ Two sources, picked by `data.source`:
 Every example becomes `video` float32 `[T, H, W, 3]` in [-1, 1] at the configured size (temporal
 crop, resize to cover, centre crop), `tokens` int32 `[L]` and `text_mask` bool `[L]` from the byte
 tokenizer, `caption` (str), `seed` (int64) and the world's ground truth when the source has it.
-Shuffling uses one seed on every process and each process keeps every `process_count`-th element,
-so the shards are disjoint and together cover each epoch. Iterators checkpoint with
+Shuffling uses one seed on every process and process i keeps local batches i, i + n, i + 2n, ...
+of the shuffled stream (n processes), so the shards are disjoint, together cover each epoch, and
+global batch k is the same whatever n. Iterators checkpoint with
 `get_state()/set_state()` or `grain.checkpoint.CheckpointSave/CheckpointRestore` under orbax.
 """
 from __future__ import annotations
@@ -154,13 +155,18 @@ def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None =
   ds = grain.MapDataset.source(make_source(data_cfg, split))
   if shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds[pi::pc]
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   ds = ds.random_map(Preprocess(data_cfg.frames, data_cfg.height, data_cfg.width,
                                 data_cfg.caption, data_cfg.text_len, random_crop=shuffle),
                      seed=seed)
+  # Shard whole local batches, round-robin: global batch k is the k-th run of `batch_size`
+  # examples of the one shuffled stream, in order, whatever the process count — so N processes
+  # train on exactly the batches (and crops) of one, and a checkpoint's position moves between
+  # process counts. The map is lazy: a process only reads and decodes its own batches.
   ds = ds.batch(local_batch, drop_remainder=drop_remainder)
+  if pc > 1:
+    ds = ds[:len(ds) // pc * pc][pi::pc]   # equal counts: no process waits for a missing batch
   # Batches of big clips are hundreds of MB as float32: keep the read-ahead short.
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2))
   if data_cfg.num_workers > 0:
