@@ -1,4 +1,4 @@
-"""sora-jax: train | sample | eval | data | flops | shardings | demo.
+r"""sora-jax: train | sample | eval | data | flops | shardings | demo.
 
   sora-jax train --config=configs/vae.py:res=64,frames=17 --workdir=runs/vae
   sora-jax train --config=configs/t2v.py:variant=S --config.vae_workdir=runs/vae --workdir=runs/t2v
@@ -8,10 +8,19 @@
   sora-jax flops --config=configs/dit_paper.py:variant=XL/2
   sora-jax shardings --config=configs/t2v.py:variant=B
 
-Multi-host: start one process per host with the same command plus --config.mesh.distributed=True
-(and, off a TPU pod, JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i). On a
-TPU pod or a SLURM/GPU cluster jax.distributed.initialize() finds these by itself; each process
-reads only its shard of the data; only process 0 writes logs, videos and the console line.
+Multi-host: start one process per host with the same command and, in its environment,
+JAX_COORDINATOR_ADDRESS=host0:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (on a TPU pod or a
+SLURM/GPU cluster, --config.mesh.distributed=True instead: jax finds these by itself). The mesh
+spans all processes' devices. Two processes on one machine (CPU, gloo collectives):
+
+  for i in 0 1; do XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+    JAX_COORDINATOR_ADDRESS=127.0.0.1:12355 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=$i \
+    sora-jax train --config=configs/t2v.py:runlocal,res=32,frames=9 --workdir=runs/mh & done; wait
+
+Each process reads only its shard of every batch (the global batches are those of one process);
+only process 0 writes logs, videos and the console line; checkpoints resume on any process count
+and mesh. `--dry_run` compiles for the mesh and prints per-device memory and FLOPs; a step that
+exceeds device memory (or $SORA_JAX_DEVICE_MEMORY_GB) fails before step 1.
 """
 from __future__ import annotations
 
