@@ -27,7 +27,8 @@ def runs(tmp_path_factory):
   sora("train", "--config=configs/vae.py:runlocal,res=32,frames=9", f"--workdir={vae_dir}",
        "--config.train.steps=4")
   sora("train", "--config=configs/t2v.py:runlocal,res=32,frames=9", f"--workdir={t2v_dir}",
-       f"--config.vae_workdir={vae_dir}", "--config.train.steps=4")
+       f"--config.vae_workdir={vae_dir}", "--config.train.steps=4",
+       f"--config.data.cache_dir={root / 'latents'}", "--config.data.cache_clips=8")
   return root, vae_dir, t2v_dir
 
 
@@ -40,6 +41,8 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
     assert os.listdir(os.path.join(d, "videos"))
   cfg = json.load(open(os.path.join(t2v_dir, "config.json")))
   assert cfg["vae_workdir"] == vae_dir
+  # The DiT trained on latents its VAE encoded once into the cache.
+  assert len(os.listdir(os.path.join(os.path.dirname(t2v_dir), "latents"))) == 1
 
 
 def test_sample_writes_the_requested_video(runs):

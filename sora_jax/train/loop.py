@@ -121,7 +121,10 @@ class Trainer:
     self.rules = rules_lib.rules_for(config.rules)
     self.task = make_task(config)
     self.tx, self.schedule = state_lib.make_optimizer(config.optim, config.train.steps)
-    self.data_it = pipeline.make_iterator(config.data, config.data.split, seed=config.seed)
+    # A task may bring its own data (the t2v latent cache); otherwise the pixel pipeline.
+    make_iterator = getattr(self.task, "make_iterator", None)
+    self.data_it = (make_iterator(seed=config.seed) if make_iterator else
+                    pipeline.make_iterator(config.data, config.data.split, seed=config.seed))
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                       async_save=config.train.async_checkpoint)
     self.writer = metrics_lib.MetricWriter(workdir, enabled=self.primary)
