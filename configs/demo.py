@@ -36,10 +36,10 @@ def get_config(arg=None):
       c.model.depth = 6
       c.text.width, c.text.depth, c.text.heads = 128, 2, 4
       c.data.text_len = c.text.max_len = 48
-      # Latents of 3072 clips, encoded once by the frozen VAE (minutes), then reused: on a CPU
+      # Latents of 1024 clips, encoded once by the frozen VAE (minutes), then reused: on a CPU
       # the encoder would otherwise cost more per step than this DiT.
       c.data.cache_dir = "workdirs/demo/latents"
-      c.data.cache_clips = 3072
+      c.data.cache_clips = 1024
       c.optim.ema_decay = 0.999
       c.train.ckpt_every = 500
       c.train.sample_every = 1000
