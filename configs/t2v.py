@@ -37,6 +37,7 @@ def diffusion_section(objective="flow"):
       t_sampling="logit_normal", logit_mean=0.0, logit_std=1.0,
       shift="auto", base_tokens=256,
       beta_schedule="linear", num_train_timesteps=1000,
+      latent_scale=0.0,     # latents x this have unit std; 0 = estimate at the start of training
   ))
 
 

@@ -28,7 +28,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
     "text": frozenset({"encoder", "t5_path", "width", "depth", "heads", "max_len", "drop_prob"}),
     "diffusion": frozenset({
         "objective", "t_sampling", "logit_mean", "logit_std", "shift", "base_tokens",
-        "beta_schedule", "num_train_timesteps"}),
+        "beta_schedule", "num_train_timesteps", "latent_scale"}),
     "sample": frozenset({"sampler", "steps", "guidance_scale", "steps_per_chunk", "prompts"}),
     "optim": frozenset({
         "name", "lr", "b1", "b2", "eps", "weight_decay", "warmup_steps", "schedule",

@@ -62,7 +62,7 @@ class T2VTask:
     d = config.data
     self.vae, self.vae_params, self.vae_cfg = load_vae(config)
     self.latent_shape = vae_lib.latent_shape(d.frames, d.height, d.width, self.vae_cfg)
-    self.scale = float(self.vae_cfg.scaling_factor)
+    self.scale = self._latent_scale(config)
     self.tokenizer = get_tokenizer("byte")
     t = config.text
     self.frozen_text = t.encoder == "t5"
@@ -80,6 +80,24 @@ class T2VTask:
     self.objective = make_objective(config.diffusion)
     self.num_tokens = int(np.prod(dit_lib_token_grid(self.latent_shape, config.model.patch)))
     self._encode = jax.jit(self._encode_impl)
+
+  def _latent_scale(self, config) -> float:
+    """Multiplier that gives the latents unit std, as rectified flow assumes (data against N(0,1)
+    noise). diffusion.latent_scale=0 estimates it from one training batch at the start of a run
+    and records it in the config, so samplers of that run use the same value."""
+    scale = float(config.diffusion.get("latent_scale", 0.0) or 0.0)
+    if scale > 0:
+      return scale
+    d = config.data
+    batch = next(pipeline.make_iterator(d, d.split, seed=config.seed + 99, process_index=0,
+                                        process_count=1))
+    mean, _ = jax.jit(lambda p, v: self.vae.apply({"params": p}, v, method=self.vae.encode))(
+        self.vae_params, batch["video"])
+    scale = float(1.0 / max(float(jnp.std(mean)), 1e-6))
+    with config.unlocked():
+      config.diffusion.latent_scale = scale
+    log.info("latent std %.4g -> diffusion.latent_scale=%.4g", 1.0 / scale, scale)
+    return scale
 
   # ---- data → device ---------------------------------------------------------------------
 
@@ -105,6 +123,7 @@ class T2VTask:
                                     process_count=process_count)
     from sora_jax.data import latent_cache
     description = {"vae": os.path.abspath(self.config.vae_workdir or "untrained"),
+                   "latent_scale": self.scale,
                    "vae_cfg": self.vae_cfg.to_dict(), "split": d.split, "n": d.cache_clips,
                    **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",
                                         "fps", "caption", "text_len")}}
