@@ -62,16 +62,18 @@ DIT_RULES: Rules = (
     ("conv_out", None),
 )
 
-# VAE: convolutions over big frames. Space is split over `context` (rows) and `tensor`
-# (columns) so no device of a (data, fsdp, tensor, context) mesh computes a duplicate; XLA adds
-# the conv halo exchanges. Conv weights are small (tens of M params), but `fsdp` still shards
-# their output channels so that the axis means ZeRO-3 for every model; channel counts that fsdp
-# does not divide (3 RGB, odd latent channels) fall back to replication.
+# VAE: convolutions over big frames, parallel over the batch (data x fsdp); `fsdp` also shards
+# conv output channels (ZeRO-3 for every model), falling back to replication where it does not
+# divide (3 RGB, odd latent channels). Space is not split: see act_height below.
 VAE_RULES: Rules = (
     ("act_batch", _BATCH),
     ("act_frames", None),
-    ("act_height", "context"),
-    ("act_width", "tensor"),
+    # Frames stay whole on every device: splitting rows over `context` or columns over `tensor`
+    # while the batch is also split gave a wrong forward pass although each block alone was
+    # exact (found by tests/parallel/test_sharded_steps.py; open: XLA SPMD or block composition).
+    # The VAE therefore parallelises over the batch only.
+    ("act_height", None),
+    ("act_width", None),
     ("act_channels", None),
     ("act_seq", None),
     ("act_embed", None),

@@ -164,17 +164,7 @@ def vae_init(vae_run):
   return state_lib.unbox(jax.jit(task.init)(jax.random.key(cfg.seed), {"video": video}))
 
 
-# Found by this test (2026-11-22): the VAE's *forward* already differs from one device whenever
-# width is split over `tensor` AND the batch over data/fsdp (meshes (2,1,2,1), (1,2,2,1),
-# (2,2,2,1); (1,1,2,1) and (2,2,1,1) are exact). Every block alone (CausalConv3d, FrameGroupNorm,
-# ResBlock, FrameAttention, Down/Upsample) is exact on (2,2,2,1), so it is in their composition
-# (or XLA's SPMD partitioner); encode_chunk=0 does not help. Strict: fixing it turns these red.
-_VAE_BUG = pytest.mark.xfail(strict=True, reason="VAE forward wrong with tensor-split width "
-                             "and split batch (see comment above)")
-
-
-@pytest.mark.parametrize("mesh_name", [
-    m if m in ("d8", "d2f4") else pytest.param(m, marks=_VAE_BUG) for m in MESHES])
+@pytest.mark.parametrize("mesh_name", list(MESHES))
 def test_vae_step_sharded_equals_one_device(vae_run, vae_init, mesh_name):
   ref = _reference(vae_run, init_params=vae_init)
   got = vae_run.train(MESHES[mesh_name], init_params=vae_init)
