@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 ASSETS = os.path.join(os.path.dirname(__file__), "assets", "demo")
 
 
@@ -35,16 +37,16 @@ def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:
   from sora_jax.eval.vae_eval import load_vae_task
   vae_task, _ = load_vae_task(vae_dir)
   d = vae_task.config.data
-  import numpy as np
   dummy = {"video": np.zeros((1, d.frames, d.height, d.width, 3), np.float32)}
   vae_abstract = unbox(jax.eval_shape(vae_task.init, jax.random.key(0), dummy),
                        apply_constraint=False)
-  export_lib.export(vae_dir, os.path.join(out_dir, "vae"), vae_abstract)
+  # float16 on disk halves what ships in git; loading casts back to the model's dtype.
+  export_lib.export(vae_dir, os.path.join(out_dir, "vae"), vae_abstract, dtype=np.float16)
   cfg = load_run_config(t2v_dir)
   task = T2VTask(cfg)
   abstract = unbox(jax.eval_shape(task.init, jax.random.key(0), _dummy_batch(task)),
                    apply_constraint=False)
-  export_lib.export(t2v_dir, os.path.join(out_dir, "t2v"), abstract,
+  export_lib.export(t2v_dir, os.path.join(out_dir, "t2v"), abstract, dtype=np.float16,
                     config_updates={"vae_workdir": "../vae"})
   return out_dir
 

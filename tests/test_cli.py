@@ -94,3 +94,13 @@ def test_flops_prints_params_and_gmacs_side_by_side():
   assert int(cols["params"]) == 674_834_720  # + 294,912 fixed pos-embed = the paper's 675.13M
   assert float(cols["gmacs_formula"]) == pytest.approx(118.6, abs=0.1)
   assert float(cols["gmacs_xla"]) == pytest.approx(118.6, rel=0.01)
+
+
+def test_readme_main_job_writes_a_text_to_video_result(tmp_path):
+  from sora_jax import demo
+  if not os.path.isdir(os.path.join(demo.ASSETS, "t2v")):
+    pytest.skip("demo weights not built (sora-jax demo --train)")
+  out = str(tmp_path / "demo.mp4")
+  sora("demo", "--prompt", "a blue square falls", f"--out={out}")
+  frames, _ = video_io.read_video(out)
+  assert frames.shape == (17, 64, 64, 3) and frames.std() > 1
