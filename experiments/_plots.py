@@ -13,6 +13,9 @@ def load_metrics(workdir: str) -> list[dict]:
 
 
 def plot_curves(workdir: str, keys: list[str], out_png: str, title: str) -> None:
+  if not os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+    print(f"{workdir} has no metrics.jsonl (an export?): no curves")
+    return
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
