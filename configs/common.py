@@ -105,9 +105,12 @@ def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1, context: int = 1
 
 
 def optim_config(lr: float, steps: int, warmup: int, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999) -> mlc.ConfigDict:
+                 ema_decay: float = 0.999, name: str = "adamw",
+                 muon_lr: float = 0.02) -> mlc.ConfigDict:
+  # name: adamw | muon. muon_lr is Muon's rate for matrices/kernels (its usual 0.02); lr stays
+  # the AdamW rate of everything else, and both follow the same warmup + cosine shape.
   return mlc.ConfigDict(dict(
-      name="adamw", lr=lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=weight_decay,
+      name=name, muon_lr=muon_lr, lr=lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=weight_decay,
       warmup_steps=warmup, schedule="cosine", min_lr_ratio=0.1, grad_clip=1.0,
       ema_decay=ema_decay,
   ))

@@ -20,7 +20,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
         "channel_mult", "num_res_blocks", "dtype", "param_dtype", "recon_loss", "kl_weight",
         "adv_weight", "adv_start_step", "disc_channels", "disc_layers", "perceptual_weight",
         "perceptual_path", "scaling_factor", "encode_chunk", "tile", "tile_overlap",
-        "patch_size", "mid_attention"}),
+        "patch_size", "mid_attention", "shortcut"}),
     "model": frozenset({
         "variant", "patch", "width", "depth", "heads", "mlp", "mlp_ratio", "qk_norm", "pos",
         "remat_policy", "scan_layers", "attention_impl", "dtype", "param_dtype", "cond",
@@ -31,7 +31,7 @@ SCHEMA: dict[str, frozenset[str] | None] = {
         "beta_schedule", "num_train_timesteps", "latent_scale"}),
     "sample": frozenset({"sampler", "steps", "guidance_scale", "steps_per_chunk", "prompts"}),
     "optim": frozenset({
-        "name", "lr", "b1", "b2", "eps", "weight_decay", "warmup_steps", "schedule",
+        "name", "muon_lr", "lr", "b1", "b2", "eps", "weight_decay", "warmup_steps", "schedule",
         "min_lr_ratio", "grad_clip", "ema_decay"}),
     "train": frozenset({
         "steps", "log_every", "ckpt_every", "sample_every", "keep_checkpoints",
@@ -59,6 +59,7 @@ ENUMS = {
     "diffusion.beta_schedule": ("linear", "cosine"),
     "sample.sampler": ("euler", "heun", "ddim"),
     "optim.schedule": ("cosine", "constant"),
+    "optim.name": ("adamw", "muon"),
 }
 SAMPLERS_FOR = {"flow": ("euler", "heun"), "eps": ("ddim",), "v": ("ddim",)}
 
@@ -125,11 +126,12 @@ def check_video_geometry(config: mlc.ConfigDict) -> None:
   levels, p = len(v.channel_mult), int(v.get("patch_size", 1))
   if p < 1 or sc % p:
     raise ConfigError(f"config.vae.patch_size={p} must divide vae.spatial_compression={sc}")
-  if levels - 1 != int(math.log2(sc // p)):
+  need = max(int(math.log2(sc // p)), int(math.log2(tc))) + 1
+  if levels != need:
     raise ConfigError(
         f"config.vae.channel_mult has {levels} levels but spatial_compression={sc} with "
-        f"patch_size={p} needs {int(math.log2(sc // p)) + 1} (one per downsample plus the "
-        f"input level)")
+        f"patch_size={p} and temporal_compression={tc} needs {need} (one per downsample plus "
+        f"the input level)")
   if int(v.latent_channels) < 1:
     raise ConfigError(f"config.vae.latent_channels={v.latent_channels} must be ≥ 1")
   model = config.get("model")
@@ -215,6 +217,9 @@ def check_optim(config: mlc.ConfigDict) -> None:
     return
   if o.lr <= 0:
     raise ConfigError(f"config.optim.lr={o.lr} must be > 0")
+  if o.get("name", "adamw") == "muon" and float(o.get("muon_lr", 0.0)) <= 0:
+    raise ConfigError(f"config.optim.muon_lr={o.get('muon_lr')} must be > 0 with "
+                      "optim.name='muon' (0.02 is the usual value)")
   if o.warmup_steps >= max(t.steps, 1) and t.steps > 1:
     raise ConfigError(f"config.optim.warmup_steps={o.warmup_steps} must be < train.steps="
                       f"{t.steps}")

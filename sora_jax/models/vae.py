@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from sora_jax.models.vae_blocks import (CausalConv3d, Downsample, FrameAttention, FrameGroupNorm,
                                         ResBlock, Upsample, constrain, depth_to_space,
-                                        space_to_depth)
+                                        match_channels, space_to_depth)
 
 Dtype = Any
 TEMPORAL_COMPRESSIONS = (1, 2, 4)
@@ -54,6 +54,7 @@ class Encoder(nn.Module):
   num_res_blocks: int
   mid_attention: bool = False
   patch_size: int = 1
+  shortcut: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -70,15 +71,19 @@ class Encoder(nn.Module):
       if level < len(sched):
         t, s = sched[level]
         if t or s:
-          h = Downsample(self.channels * mult, t, s, **kw, name=f"down{level}_sample")(h)
+          h = Downsample(self.channels * mult, t, s, self.shortcut, **kw,
+                         name=f"down{level}_sample")(h)
     width = self.channels * self.channel_mult[-1]
     h = ResBlock(width, **kw, name="mid_res0")(h)
     if self.mid_attention:
       h = FrameAttention(**kw, name="mid_attn")(h)
     h = ResBlock(width, **kw, name="mid_res1")(h)
-    h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
-    h = CausalConv3d(2 * self.latent_channels, **kw, name="conv_out")(h)
-    return constrain(h.astype(jnp.float32))
+    moments = CausalConv3d(2 * self.latent_channels, **kw, name="conv_out")(
+        nn.silu(FrameGroupNorm(**kw, name="norm_out")(h)))
+    if self.shortcut:  # DC-AE: the mean also gets the channel-averaged features
+      skip = match_channels(h, self.latent_channels)
+      moments = moments + jnp.concatenate([skip, jnp.zeros_like(skip)], axis=-1)
+    return constrain(moments.astype(jnp.float32))
 
 
 class Decoder(nn.Module):
@@ -90,6 +95,7 @@ class Decoder(nn.Module):
   out_channels: int = 3
   mid_attention: bool = False
   patch_size: int = 1
+  shortcut: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -99,7 +105,10 @@ class Decoder(nn.Module):
     sched = _schedule(len(self.channel_mult), self.spatial_compression // self.patch_size,
                       self.temporal_compression)
     width = self.channels * self.channel_mult[-1]
-    h = CausalConv3d(width, **kw, name="conv_in")(constrain(z))
+    z = constrain(z)
+    h = CausalConv3d(width, **kw, name="conv_in")(z)
+    if self.shortcut:  # DC-AE: the latent, channels repeated, feeds the decoder directly too
+      h = h + match_channels(z.astype(h.dtype), width)
     h = ResBlock(width, **kw, name="mid_res0")(h)
     if self.mid_attention:
       h = FrameAttention(**kw, name="mid_attn")(h)
@@ -111,7 +120,7 @@ class Decoder(nn.Module):
       if level > 0:
         t, s = sched[level - 1]
         if t or s:
-          h = Upsample(feats, t, s, **kw, name=f"up{level}_sample")(h)
+          h = Upsample(feats, t, s, self.shortcut, **kw, name=f"up{level}_sample")(h)
     h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
     p = self.patch_size
     h = CausalConv3d(self.out_channels * p * p, **kw, name="conv_out")(h)
@@ -129,6 +138,7 @@ class VAE(nn.Module):
   out_channels: int = 3
   mid_attention: bool = False
   patch_size: int = 1
+  shortcut: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -136,7 +146,8 @@ class VAE(nn.Module):
     common = dict(temporal_compression=self.temporal_compression,
                   spatial_compression=self.spatial_compression, channels=self.channels,
                   channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
-                  mid_attention=self.mid_attention, patch_size=self.patch_size, dtype=self.dtype,
+                  mid_attention=self.mid_attention, patch_size=self.patch_size,
+                  shortcut=self.shortcut, dtype=self.dtype,
                   param_dtype=self.param_dtype)
     self.encoder = Encoder(latent_channels=self.latent_channels, **common)
     self.decoder = Decoder(out_channels=self.out_channels, **common)
@@ -187,6 +198,7 @@ def vae_from_config(vae_cfg) -> VAE:
       num_res_blocks=int(vae_cfg.num_res_blocks),
       mid_attention=bool(vae_cfg.get("mid_attention", False)),
       patch_size=int(vae_cfg.get("patch_size", 1)),
+      shortcut=bool(vae_cfg.get("shortcut", False)),
       dtype=_dtype(vae_cfg.get("dtype", "float32"), "vae.dtype"),
       param_dtype=_dtype(vae_cfg.get("param_dtype", "float32"), "vae.param_dtype"))
 
@@ -217,15 +229,24 @@ def validate_vae_config(vae_cfg, frames: int, height: int, width: int) -> None:
     raise ValueError(f"vae.patch_size={p} must be 1, 2 or 4 and divide "
                      f"vae.spatial_compression={s}")
   ns, nt = _log2(s // p), _log2(tc)
-  if len(mult) - 1 != ns:
-    suggestion = tuple(list(mult[:ns + 1]) + [mult[-1]] * max(0, ns + 1 - len(mult)))
+  need = max(ns, nt)
+  if len(mult) - 1 != need:
+    suggestion = tuple(list(mult[:need + 1]) + [mult[-1]] * max(0, need + 1 - len(mult)))
     raise ValueError(
         f"vae.channel_mult={mult} has {len(mult) - 1} downsampling levels but "
-        f"vae.spatial_compression={s} with vae.patch_size={p} needs log2({s}/{p}) = {ns}; "
-        f"use {ns + 1} entries, e.g. vae.channel_mult={suggestion}")
-  if nt > len(mult) - 1:
-    raise ValueError(f"vae.temporal_compression={tc} needs {nt} downsampling levels but "
-                     f"vae.channel_mult={mult} has {len(mult) - 1}")
+        f"vae.spatial_compression={s} with vae.patch_size={p} needs log2({s}/{p}) = {ns} and "
+        f"vae.temporal_compression={tc} needs {nt}; use {need + 1} entries, e.g. "
+        f"vae.channel_mult={suggestion}")
+  if vae_cfg.get("shortcut", False):
+    widths = [int(vae_cfg.channels) * m for m in mult]
+    pairs = [(w * 8, w) for w in widths] + [(widths[-1], int(vae_cfg.latent_channels))]
+    for a, b in pairs:
+      if max(a, b) % min(a, b):
+        raise ValueError(
+            f"vae.shortcut=True averages or repeats channels, so widths must divide each other, "
+            f"but vae.channels={vae_cfg.channels}, vae.channel_mult={mult} and "
+            f"vae.latent_channels={vae_cfg.latent_channels} give {a} vs {b}; use powers of two "
+            f"or vae.shortcut=False")
   if (frames - 1) % tc or frames < 1:
     ok = ", ".join(str(1 + tc * k) for k in range(5))
     raise ValueError(f"data.frames={frames} is not 1 + {tc}k for vae.temporal_compression={tc}; "

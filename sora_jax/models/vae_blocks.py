@@ -182,24 +182,76 @@ class FrameAttention(nn.Module):
     return x.astype(self.dtype) + y
 
 
+def _first_chunk(module: nn.Module) -> bool:
+  """True unless this module already saw the clip's first frame (chunked inference cache)."""
+  first = not module.has_variable("cache", "started")
+  if module.is_mutable_collection("cache") and not module.is_initializing():
+    module.put_variable("cache", "started", jnp.ones((), jnp.int32))
+  return first
+
+
+def time_to_depth(x: jax.Array, first_chunk: bool) -> jax.Array:
+  """[B,T,H,W,C] -> [B,ceil(T/2),H,W,2C], pairing frames (2i-1, 2i); frame 0 pairs with itself.
+
+  Matches the causal stride-2 conv's windows, so frame 0 stays alone. Later chunks hold whole
+  pairs already (they start at an odd frame), so only the first chunk is padded.
+  """
+  if first_chunk:
+    x = jnp.concatenate([x[:, :1], x], axis=1)
+  b, t, h, w, c = x.shape
+  return x.reshape(b, t // 2, 2, h, w, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, t // 2, h, w, 2 * c)
+
+
+def depth_to_time(x: jax.Array, first_chunk: bool) -> jax.Array:
+  """Inverse of time_to_depth: [B,t,H,W,2C] -> [B,2t(-1),H,W,C], dropping the padded frame."""
+  b, t, h, w, c2 = x.shape
+  x = x.reshape(b, t, h, w, 2, c2 // 2).transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c2 // 2)
+  return x[:, 1:] if first_chunk else x
+
+
+def match_channels(x: jax.Array, features: int) -> jax.Array:
+  """Non-parametric channel change: average groups of channels, or repeat each channel."""
+  c = x.shape[-1]
+  if c == features:
+    return x
+  if c > features and c % features == 0:
+    return x.reshape(x.shape[:-1] + (features, c // features)).mean(-1)
+  if features % c == 0:
+    return jnp.repeat(x, features // c, axis=-1)
+  raise ValueError(f"shortcut cannot map {c} channels to {features}: one must divide the other")
+
+
 class Downsample(nn.Module):
   """Strided causal conv: x2 in space and/or time.
 
   In time, the kernel-3 stride-2 window for output i covers frames (2i-2, 2i-1, 2i) after
   past-side padding by two copies of frame 0, so output 0 sees frame 0 alone and T = 1 + 2k
   frames map to 1 + k: the first frame is encoded on its own.
+
+  shortcut: add the space/time-to-channel rearrangement of the input, channel-averaged to the
+  output width (DC-AE's residual autoencoding, Chen et al. 2024). The conv then learns only a
+  residual on top of a lossless-in-expectation pooling, which is what lets a small VAE get past
+  the "mean colour" plateau in a few hundred steps instead of many thousands.
   """
   features: int
   temporal: bool
   spatial: bool
+  shortcut: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     st, ss = (2 if self.temporal else 1), (2 if self.spatial else 1)
-    return CausalConv3d(self.features, strides=(st, ss, ss), dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="conv")(x)
+    y = CausalConv3d(self.features, strides=(st, ss, ss), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="conv")(x)
+    if not self.shortcut:
+      return y
+    first = _first_chunk(self) if self.temporal else True
+    r = space_to_depth(x.astype(self.dtype), ss)
+    if self.temporal:
+      r = time_to_depth(r, first)
+    return y + match_channels(r, self.features)
 
 
 class Upsample(nn.Module):
@@ -208,27 +260,28 @@ class Upsample(nn.Module):
   Temporal: latent frame 0 yields frame 0 only (the first of its pair is dropped) and latent frame
   i >= 1 yields frames 2i-1, 2i, so 1 + k frames become 1 + 2k, causally. Across chunks the drop
   happens only in the first chunk (remembered in the `cache` collection).
+
+  shortcut: add the input with channels repeated and rearranged into space/time (the inverse of
+  Downsample's shortcut).
   """
   features: int
   temporal: bool
   spatial: bool
+  shortcut: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.spatial:
-      x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
     mult = 2 if self.temporal else 1
-    x = CausalConv3d(self.features * mult, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="conv")(x)
+    first = _first_chunk(self) if self.temporal else True
+    y = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3) if self.spatial else x
+    y = CausalConv3d(self.features * mult, dtype=self.dtype, param_dtype=self.param_dtype,
+                     name="conv")(y)
+    if self.shortcut:
+      p = 2 if self.spatial else 1
+      r = match_channels(x.astype(self.dtype), self.features * mult * p * p)
+      y = y + depth_to_space(r, p)
     if self.temporal:
-      b, t, h, w, _ = x.shape
-      x = x.reshape(b, t, h, w, 2, self.features)
-      x = jnp.moveaxis(x, 4, 2).reshape(b, 2 * t, h, w, self.features)
-      continuing = self.has_variable("cache", "started")
-      if not continuing:
-        x = x[:, 1:]
-      if self.is_mutable_collection("cache") and not self.is_initializing():
-        self.put_variable("cache", "started", jnp.ones((), jnp.int32))
-    return constrain(x)
+      y = depth_to_time(y, first)
+    return constrain(y)

@@ -187,6 +187,11 @@ def _shape(x: Any) -> tuple[int, ...]:
   return tuple(getattr(x, "shape", np.shape(x)))
 
 
+def _holds_array(box: Any) -> bool:
+  """False for boxes around optax's MaskedNode (Muon's AdamW half masks the matrices out)."""
+  return hasattr(box.value, "shape")
+
+
 def _path_keys(path) -> tuple[str, ...]:
   return tuple(jax.tree_util.keystr((k,), simple=True) for k in path)
 
@@ -199,6 +204,8 @@ def logical_to_sharding(tree: Any, mesh: Mesh, rules: Rules) -> Any:
   or, equally, its `nn.meta.unbox`-ed version. Unboxed leaves are replicated.
   """
   def one(path, x):
+    if _is_box(x) and not _holds_array(x):
+      return x.value
     if _is_box(x):
       spec, _ = mesh_spec(x.names, _shape(x.value), mesh, rules, jax.tree_util.keystr(path))
       return NamedSharding(mesh, spec)
@@ -224,7 +231,9 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Rules) -> Any:
 
   out = [None] * len(flat)
   for i, (path, x) in enumerate(flat):
-    if _is_box(x):
+    if _is_box(x) and not _holds_array(x):
+      out[i] = x.value  # a masked-out slot (optax MaskedNode): an empty subtree, kept as is
+    elif _is_box(x):
       out[i] = boxed_sharding(path, x)
       keys = _path_keys(path)
       for k in range(len(keys)):

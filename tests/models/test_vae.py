@@ -12,9 +12,9 @@ TINY = dict(temporal_compression=4, spatial_compression=8, latent_channels=4, ch
             channel_mult=(1, 1, 1, 1))
 
 
-@pytest.fixture(scope="module")
-def tiny():
-  vae = VAE(**TINY)
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "shortcut"])
+def tiny(request):
+  vae = VAE(**TINY, shortcut=request.param)
   x = jax.random.uniform(jax.random.key(0), (1, 9, 32, 32, 3), minval=-1, maxval=1)
   boxed = jax.jit(vae.init)(jax.random.key(1), x[:, :1])["params"]
   encode = jax.jit(lambda p, v: vae.apply({"params": p}, v, method=VAE.encode))
@@ -96,6 +96,7 @@ def _cfg(**over):
     ({"dtype": "float8"}, (17, 64, 64), "vae.dtype"),
     ({"recon_loss": "l3"}, (17, 64, 64), "vae.recon_loss"),
     ({"tile": 36}, (17, 64, 64), "vae.tile"),
+    ({"shortcut": True, "channels": 48, "latent_channels": 5}, (17, 64, 64), "vae.shortcut"),
 ])
 def test_validate_names_the_key(over, dims, key):
   with pytest.raises(ValueError, match=key.replace(".", r"\.")):
@@ -109,7 +110,8 @@ def test_validate_frames_message_lists_valid_counts():
 
 
 def test_bf16_compute_with_f32_params(tiny):
-  vae16 = VAE(**TINY, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+  vae16 = VAE(**TINY, shortcut=tiny["vae"].shortcut, dtype=jnp.bfloat16,
+              param_dtype=jnp.float32)
   boxed16 = jax.eval_shape(vae16.init, jax.random.key(1), tiny["x"][:, :1])["params"]
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nn.unbox(boxed16)))
   x_hat, mean, _ = jax.jit(lambda p, x: vae16.apply({"params": p}, x))(tiny["params"], tiny["x"])
@@ -126,12 +128,14 @@ def test_patch_stem_leaving_too_few_levels_for_time_is_named():
     validate_vae_config(_cfg(patch_size=4, channel_mult=levels), 17, 64, 64)
 
 
-@pytest.mark.parametrize("patch", [2])
+@pytest.mark.parametrize("patch", [2, 4])
 def test_patch_stem_keeps_compression_and_causality(patch):
   s = 8
-  levels = int(np.log2(s // patch)) + 1
+  levels = max(int(np.log2(s // patch)), 2) + 1  # 4x time needs two levels even with patch 4
+  validate_vae_config(_cfg(patch_size=patch, channel_mult=(1,) * levels, shortcut=True),
+                      17, 64, 64)
   vae = VAE(temporal_compression=4, spatial_compression=s, latent_channels=4, channels=8,
-            channel_mult=(1,) * levels, patch_size=patch)
+            channel_mult=(1,) * levels, patch_size=patch, shortcut=True)
   x = jax.random.uniform(jax.random.key(0), (1, 9, 32, 32, 3), minval=-1, maxval=1)
   params = nn.unbox(vae.init(jax.random.key(1), x[:, :1])["params"])
   enc = jax.jit(lambda p, v: vae.apply({"params": p}, v, method=VAE.encode)[0])
@@ -144,6 +148,24 @@ def test_patch_stem_keeps_compression_and_causality(patch):
   assert not np.allclose(np.asarray(moved[:, 2]), np.asarray(mean[:, 2]))
   with pytest.raises(ValueError, match="vae.channel_mult"):
     validate_vae_config(_cfg(patch_size=patch), 17, 64, 64)
+
+
+def test_shortcut_rearrangements_invert_each_other():
+  """Downsample's time/space-to-depth and Upsample's inverse keep frame 0 alone and lose nothing."""
+  from sora_jax.models.vae_blocks import depth_to_time, match_channels, time_to_depth
+  x = jax.random.normal(jax.random.key(0), (2, 9, 4, 4, 3))
+  pairs = time_to_depth(x, first_chunk=True)
+  assert pairs.shape == (2, 5, 4, 4, 6)
+  np.testing.assert_array_equal(pairs[:, 0, ..., :3], pairs[:, 0, ..., 3:])  # frame 0 twice
+  np.testing.assert_array_equal(pairs[:, 1, ..., :3], x[:, 1])                # then (1, 2)
+  np.testing.assert_array_equal(depth_to_time(pairs, first_chunk=True), x)
+  later = x[:, 1:]  # a later chunk starts at an odd frame and holds whole pairs
+  np.testing.assert_array_equal(time_to_depth(later, first_chunk=False), pairs[:, 1:])
+  y = jnp.arange(8.0).reshape(1, 1, 1, 1, 8)
+  np.testing.assert_array_equal(match_channels(y, 2)[0, 0, 0, 0], [1.5, 5.5])  # group means
+  np.testing.assert_array_equal(match_channels(y[..., :2], 4)[0, 0, 0, 0], [0, 0, 1, 1])
+  with pytest.raises(ValueError, match="divide"):
+    match_channels(y[..., :3], 4)
 
 
 def test_space_to_depth_round_trip():
