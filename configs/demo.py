@@ -33,17 +33,17 @@ def get_config(arg=None):
   elif a.stage == "t2v":
     c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=16,"
                               "batch=16,lr=3e-4"
-                              + (f",steps={a.steps}" if a.steps else ",steps=8000") + local)
+                              + (f",steps={a.steps}" if a.steps else ",steps=4000") + local)
     c = c.unlock()
     if not a.runlocal:
       c.vae.channels, c.vae.patch_size, c.vae.channel_mult = 64, 4, (1, 2, 2)
       c.model.depth = 6
       c.text.width, c.text.depth, c.text.heads = 128, 2, 4
       c.data.text_len = c.text.max_len = 48
-      # Latents of 1024 clips, encoded once by the frozen VAE (minutes), then reused: on a CPU
+      # Latents of 2048 clips, encoded once by the frozen VAE (minutes), then reused: on a CPU
       # the encoder would otherwise cost more per step than this DiT.
       c.data.cache_dir = "workdirs/demo/latents"
-      c.data.cache_clips = 1024
+      c.data.cache_clips = 2048
       c.optim.ema_decay = 0.999
       c.train.ckpt_every = 500
       c.train.sample_every = 1000
