@@ -14,6 +14,7 @@ devices the other axes leave". Axis types are `AxisType.Auto`: jax >= 0.10 defau
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -153,3 +154,11 @@ def describe_mesh(mesh: Mesh) -> str:
   plat = next(iter(mesh.devices.flat)).platform
   return (f"{axes} ({mesh.devices.size} devices, {procs} process{'es' if procs > 1 else ''}, "
           f"{plat})")
+
+
+@contextlib.contextmanager
+def mesh_and_rules(mesh: Mesh, rules):
+  """Enters the mesh, then flax's logical axis rules: the context every sharded step runs in."""
+  import flax.linen as nn
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

@@ -12,7 +12,6 @@ import os
 import time
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import numpy as np
 from tqdm import tqdm
@@ -132,7 +131,7 @@ class Trainer:
       save_config(config, workdir)
 
   def _context(self):
-    return _Both(jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules))
+    return mesh_lib.mesh_and_rules(self.mesh, self.rules)
 
   def _next_batch(self):
     return self.task.prepare(next(self.data_it), self.mesh)
@@ -225,22 +224,6 @@ class Trainer:
   def close(self) -> None:
     self.ckpt.close()
     self.writer.close()
-
-
-class _Both:
-  """Enters two context managers in order (mesh, then logical axis rules)."""
-
-  def __init__(self, a, b):
-    self.a, self.b = a, b
-
-  def __enter__(self):
-    self.a.__enter__()
-    self.b.__enter__()
-    return self
-
-  def __exit__(self, *exc):
-    self.b.__exit__(*exc)
-    return self.a.__exit__(*exc)
 
 
 def train(config, workdir: str, max_steps: int | None = None) -> dict:

@@ -9,7 +9,6 @@ import os
 import pathlib
 
 import chex
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -50,7 +49,7 @@ class _Run:
     self.results = {}
 
   def context(self, mesh):
-    return _Both(jax.set_mesh(mesh), nn.logical_axis_rules(self.rules))
+    return mesh_lib.mesh_and_rules(mesh, self.rules)
 
   def train(self, shape, init_params=None):
     """{losses, grad_norms, init, params (numpy), specs} after STEPS steps on `shape`."""
@@ -76,19 +75,6 @@ class _Run:
       specs = {str(s.spec) for s in jax.tree.leaves(built.state_shardings.params)}
       return dict(losses=losses, grad_norms=gnorms, init=init_params,
                   params=jax.device_get(state.params), specs=specs)
-
-
-class _Both:
-  def __init__(self, a, b):
-    self.a, self.b = a, b
-
-  def __enter__(self):
-    self.a.__enter__()
-    self.b.__enter__()
-
-  def __exit__(self, *exc):
-    self.b.__exit__(*exc)
-    self.a.__exit__(*exc)
 
 
 def _sharding_test_config(config):
