@@ -30,6 +30,16 @@ def cache_path(cache_dir: str, description: dict) -> str:
   return os.path.join(cache_dir, f"latents_{digest}.npz")
 
 
+def params_digest(params) -> str:
+  """Hash of a parameter tree's values: a VAE trained further in the same workdir (same path,
+  same config) encodes differently, so its cache must not be reused."""
+  import jax
+  h = hashlib.sha1()
+  for leaf in jax.tree.leaves(params):
+    h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return h.hexdigest()[:16]
+
+
 def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray], np.ndarray],
           path: str, *, seed: int = 0, encode_batch: int = 8) -> str:
   """Encodes `num_clips` clips of `split` with `encode_fn` (video [B,T,H,W,3] -> latents)."""

@@ -123,6 +123,7 @@ class T2VTask:
                                     process_count=process_count)
     from sora_jax.data import latent_cache
     description = {"vae": os.path.abspath(self.config.vae_workdir or "untrained"),
+                   "vae_params": latent_cache.params_digest(self.vae_params),
                    "latent_scale": self.scale,
                    "vae_cfg": self.vae_cfg.to_dict(), "split": d.split, "n": d.cache_clips,
                    **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",

@@ -38,6 +38,14 @@ def test_key_changes_with_the_description(tmp_path):
   assert latent_cache.cache_path("d", {"a": 1}) != latent_cache.cache_path("d", {"a": 2})
 
 
+def test_params_digest_sees_any_weight_change():
+  params = {"enc": {"kernel": np.ones((3, 4), np.float32)}, "dec": np.zeros(5, np.float32)}
+  trained = {"enc": {"kernel": np.ones((3, 4), np.float32)}, "dec": np.zeros(5, np.float32)}
+  assert latent_cache.params_digest(params) == latent_cache.params_digest(trained)
+  trained["dec"][2] = 1e-6
+  assert latent_cache.params_digest(params) != latent_cache.params_digest(trained)
+
+
 def test_iterator_is_deterministic_restorable_and_sharded(cache):
   _, path = cache
   it = iter(latent_cache.make_dataset(path, 4, seed=3))
