@@ -5,7 +5,7 @@
 Arguments (the ablation axes): res (H or HxW), frames (1 + tc*k), comp (TxSxS compression:
 1x8x8 image VAE, 4x8x8, 4x16x16), zch (latent channels), ch (base width), patch (pixel-unshuffle
 stem 1/2/4), shortcut (DC-AE non-parametric down/up shortcuts), opt (adamw | muon), steps,
-batch, lr, kl (KL weight), adv (adversarial weight, 0 = off), runlocal (tiny, for CPU tests).
+batch, lr, loss (reconstruction: l1 | l2), kl (KL weight), adv (adversarial weight, 0 = off), runlocal (tiny, for CPU tests).
 """
 from configs import common
 
@@ -41,7 +41,7 @@ def channel_mult_for(spatial_compression: int, base=(1, 2, 4, 4), patch: int = 1
 
 def get_config(arg=None):
   a = common.parse_arg(arg, res="64", frames=17, comp="4x8x8", zch=16, ch=64, patch=1,
-                       steps=20000, batch=8, lr=3e-4, kl=1e-5, adv=0.0, seed=0,
+                       steps=20000, batch=8, lr=3e-4, loss="l1", kl=1e-5, adv=0.0, seed=0,
                        shortcut=True, opt="muon", runlocal=False)
   import ml_collections as mlc
   height, width = common.parse_res(a.res)
@@ -55,6 +55,7 @@ def get_config(arg=None):
                       a.patch, bool(a.shortcut))
   c.vae.adv_weight = a.adv
   c.vae.kl_weight = a.kl
+  c.vae.recon_loss = a.loss
   c.optim = common.optim_config(lr=a.lr, steps=a.steps, warmup=min(500, a.steps // 10),
                                 name=a.opt)
   c.train = common.train_config(steps=a.steps, log_every=50, ckpt_every=1000, sample_every=2000)

@@ -33,6 +33,26 @@ def test_shipped_configs_validate(getter):
   C.validate(getter(), num_devices=4)
 
 
+def test_demo_vae_phases_resume_one_run_and_end_on_l2():
+  phases = [demo.get_config("stage=vae," + p) for p in demo.VAE_PHASES]
+  for c in phases:
+    C.validate(c, num_devices=1)
+  steps = [c.train.steps for c in phases]
+  assert steps == sorted(steps) and len(set(steps)) == len(steps)
+  assert (phases[0].vae.recon_loss, phases[-1].vae.recon_loss) == ("l1", "l2")
+  assert phases[-1].vae.kl_weight < phases[0].vae.kl_weight
+  # Only the loss changes between phases: the model (and so the checkpoint) is the same.
+  assert all(c.vae.channel_mult == phases[0].vae.channel_mult for c in phases)
+  with pytest.raises(ValueError, match="belong to stage=vae"):
+    demo.get_config("stage=t2v,loss=l2")
+
+
+def test_vae_loss_argument_is_validated():
+  c = vae.get_config("loss=l3")
+  with pytest.raises(ValueError, match="vae.recon_loss"):
+    C.validate(c, num_devices=1)
+
+
 def _t2v(**over):
   c = t2v.get_config("runlocal").unlock()
   for dotted, value in over.items():
