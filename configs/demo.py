@@ -14,11 +14,12 @@ from configs import vae as vae_config
 # stretched to 3900, then L2 (PSNR is an MSE metric) stretched to 9900, the KL weight scaled down
 # with the loss. Held-out 17x64x64 PSNR and the curve: benchmarks/RESULTS.md.
 VAE_PHASES = ("steps=2400", "steps=3900", "steps=9900,loss=l2,kl=1e-6")
+_VAE_LOSS = dict(loss="l1", kl=1e-5)  # stage=vae's defaults, the arguments stage=t2v refuses
 
 
 def get_config(arg=None):
   from configs import common
-  a = common.parse_arg(arg, stage="t2v", steps=0, loss="l1", kl=1e-5, runlocal=False)
+  a = common.parse_arg(arg, stage="t2v", steps=0, runlocal=False, **_VAE_LOSS)
   local = ",runlocal" if a.runlocal else ""
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
@@ -37,7 +38,7 @@ def get_config(arg=None):
       c.data.eval_split = "test"
       c.lock()
   elif a.stage == "t2v":
-    if a.loss != "l1" or a.kl != 1e-5:
+    if any(a[k] != v for k, v in _VAE_LOSS.items()):
       raise ValueError("config arguments 'loss' and 'kl' belong to stage=vae; drop them for "
                        "stage=t2v (its VAE comes from vae_workdir)")
     c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=16,"

@@ -5,7 +5,8 @@
 Arguments (the ablation axes): res (H or HxW), frames (1 + tc*k), comp (TxSxS compression:
 1x8x8 image VAE, 4x8x8, 4x16x16), zch (latent channels), ch (base width), patch (pixel-unshuffle
 stem 1/2/4), shortcut (DC-AE non-parametric down/up shortcuts), opt (adamw | muon), steps,
-batch, lr, loss (reconstruction: l1 | l2), kl (KL weight), adv (adversarial weight, 0 = off), runlocal (tiny, for CPU tests).
+batch, lr, loss (reconstruction: l1 | l2), kl (KL weight), adv (adversarial weight, 0 = off),
+runlocal (tiny, for CPU tests).
 """
 from configs import common
 

@@ -10,12 +10,12 @@
 # 3. L2 + 1e-6 KL, cosine stretched to 9900 (warm restart). PSNR is an MSE metric, and L2 moved
 #    the test PSNR by +0.8 dB in the first 600 steps, more than L1 had in the previous 1500.
 #    The KL weight drops 10x so it keeps its share of the (10x smaller) MSE loss.
-# On the 2-core CPU box: ~42 + 25 + 95 minutes. Figures: benchmarks/RESULTS.md.
+# On the 2-core CPU box: ~42 + 25 + 102 minutes. Figures: benchmarks/RESULTS.md.
 set -euo pipefail
 W=${1:-workdirs/vae_30db}
 OUT=${2:-experiments/results/vae_mse}
-sora-jax train --config=configs/demo.py:stage=vae,steps=2400 --workdir="$W"
-sora-jax train --config=configs/demo.py:stage=vae,steps=3900 --workdir="$W"
-sora-jax train --config=configs/demo.py:stage=vae,steps=9900,loss=l2,kl=1e-6 --workdir="$W"
+for phase in $(python -c "from configs.demo import VAE_PHASES; print(' '.join(VAE_PHASES))"); do
+  sora-jax train --config=configs/demo.py:stage=vae,"$phase" --workdir="$W"
+done
 python experiments/vae_recon.py --workdir="$W" --frames=17 --num=32 \
     --folder=../shared/data/real_videos --out="$OUT"
