@@ -22,12 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sora_jax.data import worlds
+from sora_jax.data import world
 from sora_jax.train import state as state_lib
 
 
 def clips(n: int, frames: int, split: str) -> np.ndarray:
-  video = np.stack([worlds.generate_clip(i, frames, 64, 64, split=split)["video"]
+  video = np.stack([world.generate_clip(i, frames, 64, 64, split=split)["video"]
                     for i in range(n)])
   return video.astype(np.float32) / 127.5 - 1.0
 

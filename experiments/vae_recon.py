@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _plots import plot_curves, save_frames_png  # noqa: E402
 
-from sora_jax.data import worlds  # noqa: E402
+from sora_jax.data import world  # noqa: E402
 from sora_jax.eval import vae_eval  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main():
               f"VAE training ({a.workdir})")
   task, params = vae_eval.load_vae_task(a.workdir)
   d = task.config.data
-  clips = [worlds.generate_clip(s, a.frames, d.height, d.width, split="test")["video"]
+  clips = [world.generate_clip(s, a.frames, d.height, d.width, split="test")["video"]
            for s in (11, 12, 13)]
   x = np.stack(clips).astype(np.float32) / 127.5 - 1
   x_hat = np.asarray(task._reconstruct(params["vae"], x))

@@ -97,8 +97,8 @@ def shapes_world_config(name: str) -> ShapesWorldConfig:
 
 def _world():
   # Imported here so that video_folder users never need the world module's dependencies.
-  from sora_jax.data import worlds  # pylint: disable=g-import-not-at-top
-  return worlds
+  from sora_jax.data import world  # pylint: disable=g-import-not-at-top
+  return world
 
 
 class ShapesWorld(_CodePathHere, tfds.core.GeneratorBasedBuilder):
@@ -146,10 +146,10 @@ class ShapesWorld(_CodePathHere, tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str):
     c = self.builder_config
-    worlds = _world()
+    world = _world()
     for i in range(c.num_examples(split)):
       seed = clip_seed(split, i)
-      clip = worlds.generate_clip(seed, c.frames, c.height, c.width, fps=c.fps, split=split)
+      clip = world.generate_clip(seed, c.frames, c.height, c.width, fps=c.fps, split=split)
       yield i, render_example(clip, seed)
 
 

@@ -45,10 +45,10 @@ class ProceduralSource:
     return self.length
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    from sora_jax.data import worlds  # pylint: disable=g-import-not-at-top
+    from sora_jax.data import world  # pylint: disable=g-import-not-at-top
     seed = builders.clip_seed(self.split, int(index))
-    clip = worlds.generate_clip(seed, self.frames, self.height, self.width, fps=self.fps,
-                                split=self.split)
+    clip = world.generate_clip(seed, self.frames, self.height, self.width, fps=self.fps,
+                               split=self.split)
     return builders.render_example(clip, seed)
 
   def __repr__(self) -> str:

@@ -18,9 +18,9 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import ndimage
 
-from sora_jax.data import world_render
-from sora_jax.data.world_captions import SHAPE_WORDS
-from sora_jax.data.worlds import COLORS, SHAPES, Scene
+from sora_jax.data.world import rendering
+from sora_jax.data.world.captions import SHAPE_WORDS
+from sora_jax.data.world.vocab import COLORS, SHAPES, Scene
 
 KEYS = ("color", "shape", "direction", "permanence", "plausibility")
 # Rejecting classes: a pixel nearer one of these than to the named colour is not that colour.
@@ -158,12 +158,12 @@ def _references(bucket: int) -> tuple[np.ndarray, np.ndarray]:
   rng = np.random.default_rng(bucket)
   feats, labels = [], []
   for si, shape in enumerate(SHAPES):
-    size = math.sqrt(area / world_render.unit_area(shape))  # pixels
+    size = math.sqrt(area / rendering.unit_area(shape))  # pixels
     n = int(2 * size * 1.5) + 4
     grid = np.arange(n) + 0.5 - n / 2
     for k in range(8):
       ox, oy = rng.uniform(-0.5, 0.5, 2)
-      alpha = world_render.coverage(shape, (grid - ox)[None, :], (grid - oy)[:, None], size,
+      alpha = rendering.coverage(shape, (grid - ox)[None, :], (grid - oy)[:, None], size,
                                     k * math.pi / 12 + rng.uniform(0, 0.2), 1.0)
       if (alpha >= 0.5).sum() >= 3:
         feats.append(_features(alpha >= 0.5))
@@ -309,7 +309,7 @@ def _spec(spec: str | Scene | dict, frames: np.ndarray, fps: float
     spec = scene
   if isinstance(spec, Scene):
     o = spec.objects[0]
-    _, gt = world_render.render(spec, T, H, W, fps)
+    _, gt = rendering.render(spec, T, H, W, fps)
     return ({"color": o.color, "shape": o.shape, "motion": o.motion, "direction": o.direction},
             gt["visible"][:, 0])
   if isinstance(spec, dict) and "caption" in spec:

@@ -103,7 +103,7 @@ def shapes_builder(tmp_path_factory):
 
 
 def test_shapes_world_splits_are_disjoint_and_match_the_world(shapes_builder):
-  from sora_jax.data import worlds
+  from sora_jax.data import world
   info = shapes_builder.info
   assert {s: info.splits[s].num_examples for s in builders.SPLITS} == {
       "train": 8, "validation": 2, "test": 2, "test_compositional": 2}
@@ -115,7 +115,7 @@ def test_shapes_world_splits_are_disjoint_and_match_the_world(shapes_builder):
   assert len(set().union(*seeds.values())) == 14
   ds = shapes_builder.as_data_source(split="test_compositional")
   ex = ds[1]
-  want = worlds.generate_clip(int(ex["seed"]), 8, 32, 32, fps=8.0, split="test_compositional")
+  want = world.generate_clip(int(ex["seed"]), 8, 32, 32, fps=8.0, split="test_compositional")
   np.testing.assert_array_equal(ex["video"], want["video"])
   assert ex["video"].shape == (8, 32, 32, 3) and ex["positions"].shape == (8, 3, 2)
   assert ex["caption"].decode() == want["caption"]

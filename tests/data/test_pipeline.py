@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from configs.common import data_config
-from sora_jax.data import builders, pipeline, tokenizer, worlds
+from sora_jax.data import builders, pipeline, tokenizer, world
 
 
 def _cfg(**kw):
@@ -43,7 +43,7 @@ def test_batch_layout_and_values():
   assert batch["tokens"].shape == (4, 24) and batch["tokens"].dtype == np.int32
   assert batch["text_mask"].dtype == bool and batch["positions"].shape == (4, 4, 3, 2)
   seed = int(batch["seed"][0])
-  clip = worlds.generate_clip(seed, 4, 16, 24, split="train")
+  clip = world.generate_clip(seed, 4, 16, 24, split="train")
   np.testing.assert_allclose(batch["video"][0], clip["video"] / 127.5 - 1.0, atol=1e-6)
   assert batch["caption"][0] == clip["caption"]
   assert tokenizer.ByteTokenizer().decode(batch["tokens"][:1])[0] == clip["caption"][:22]

@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from sora_jax.data import worlds as w
-from sora_jax.data.world_captions import SHAPE_WORDS
+from sora_jax.data import world as w
+from sora_jax.data.world.captions import SHAPE_WORDS
 
 
 def _scene(*objects, occluder=None, pan=0.0, kind="gradient"):

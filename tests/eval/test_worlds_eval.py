@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sora_jax.data import world_render
-from sora_jax.data import worlds as w
+from sora_jax.data import world as w
+from sora_jax.data.world import rendering
 from sora_jax.eval import worlds as ev
 
 N = 24
@@ -87,7 +87,7 @@ def test_shape_classifier_at_64px():
   for shape in w.SHAPES:
     for k, size in enumerate((6.0, 8.0, 11.0)):
       grid = np.arange(40) + 0.5 - 20
-      alpha = world_render.coverage(shape, (grid - 0.3)[None, :], (grid + 0.2)[:, None], size,
+      alpha = rendering.coverage(shape, (grid - 0.3)[None, :], (grid + 0.2)[:, None], size,
                                     0.4 * k + 0.1, 1.0)
       hits.append(ev.classify_shape(alpha >= 0.5) == shape)
   assert np.mean(hits) >= 0.9, hits

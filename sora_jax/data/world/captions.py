@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sora_jax.data.worlds import Scene, WorldObject
+from sora_jax.data.world.vocab import Scene, WorldObject
 
 STYLES = ("short", "detailed")
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {

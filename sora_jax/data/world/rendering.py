@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from sora_jax.data.worlds import (COLORS, MAX_OBJECTS, MOTIONS, SHAPES, Scene, extent,
-                                  trajectory)
+from sora_jax.data.world.physics import trajectory
+from sora_jax.data.world.vocab import COLORS, MAX_OBJECTS, MOTIONS, SHAPES, Scene, extent
 
 VISIBLE_FRACTION = 0.3  # GT 'visible' when at least this much of the object's area shows
 
@@ -23,8 +23,8 @@ def _star(points: int = 5, outer: float = 1.4, inner: float = 0.6) -> np.ndarray
   return np.stack([r * np.cos(a), r * np.sin(a)], -1)
 
 
-# Outlines of unit-size shapes (y down, centred on the centroid); extent() in worlds.py must
-# match their farthest vertex.
+# Outlines of unit-size shapes (y down, centred on the centroid); vocab.extent() must match
+# their farthest vertex.
 OUTLINES: dict[str, np.ndarray] = {
     "square": 0.88 * np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64),
     "triangle": 1.35 * np.stack([np.cos(a := np.radians([-90, 30, 150])), np.sin(a)], -1),

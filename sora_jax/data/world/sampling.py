@@ -1,0 +1,110 @@
+"""Random scenes: deterministic from `(seed, split)`; held-out combos only in test_compositional."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from sora_jax.data.world.vocab import (COLORS, DIRECTIONS, HELD_OUT_COMBOS, MOTIONS, SHAPES,
+                                       SIZES, SPLITS, Scene, WorldObject, extent)
+
+
+def _rng(seed: int, split: str) -> np.random.Generator:
+  if split not in SPLITS:
+    raise ValueError(f"split {split!r} is not known; use one of {SPLITS}")
+  return np.random.default_rng([int(seed) & 0xFFFFFFFF, SPLITS.index(split), 0x5EED])
+
+
+def _object(rng: np.random.Generator, triple: tuple[str, str, str], primary: bool,
+            occluder: dict | None) -> WorldObject:
+  color, shape, motion = triple
+  size = str(rng.choice(list(SIZES)))
+  if motion == "shrink" and size == "small":
+    size = "medium"  # a small object shrunk to 40% is a few pixels at 32 px
+  if primary and occluder is not None and size == "large":
+    size = "medium"  # the pillar must be able to hide it completely
+  direction = DIRECTIONS[motion][rng.integers(len(DIRECTIONS[motion]))]
+  # The primary starts inside any frame with aspect >= 0.8 and has room to show its motion;
+  # secondaries may start out of a square frame and wander in.
+  span = 0.3 if primary else 0.6
+  o = WorldObject(color, shape, size, motion, direction, x=float(rng.uniform(-span, span)),
+                  y=float(rng.uniform(0.3, 0.7)), angle=float(rng.uniform(0, 2 * math.pi)))
+  speed = float(rng.uniform(0.22, 0.38))
+  sign = {"left": -1.0, "right": 1.0, "up": -1.0, "down": 1.0}.get(direction or "", 0.0)
+  if motion in ("bounce", "cross"):
+    if direction in ("left", "right"):
+      o.vx, o.vy = sign * speed, float(rng.uniform(-0.25, 0.25)) * speed
+      if primary:  # start on the side it leaves from: ≥ 0.3 of room before any wall
+        o.x = float(-sign * rng.uniform(0.05, 0.25))
+    else:
+      o.vy, o.vx = sign * speed, float(rng.uniform(-0.25, 0.25)) * speed
+      if primary:
+        o.y = float(0.5 - sign * rng.uniform(0.1, 0.2))
+  elif motion == "fall":
+    o.y = float(rng.uniform(0.12, 0.3))
+    o.vx = float(rng.uniform(-0.08, 0.08))
+  elif motion in ("rotate", "orbit"):
+    turn = 1.0 if direction == "clockwise" else -1.0
+    o.omega = turn * math.radians(float(rng.uniform(70, 150)))
+    if motion == "orbit":
+      o.orbit_radius = float(rng.uniform(0.14, 0.24))
+      o.y = float(rng.uniform(0.4, 0.6))
+      o.x = float(rng.uniform(-0.1, 0.1)) if primary else o.x
+  return o
+
+
+def _triple(rng: np.random.Generator, used_colors: set[str]) -> tuple[str, str, str]:
+  while True:
+    color = str(rng.choice([c for c in COLORS if c not in used_colors]))
+    shape = str(rng.choice(SHAPES))
+    motion = str(rng.choice(MOTIONS))
+    if motion == "rotate" and shape == "circle":
+      continue  # a spinning circle looks still: the caption would be unverifiable
+    if (color, shape, motion) not in HELD_OUT_COMBOS:
+      return color, shape, motion
+
+
+def _background(rng: np.random.Generator) -> dict[str, Any]:
+  """Dark, low-saturation colours so every palette colour segments cleanly against them."""
+  def dark():
+    base = rng.uniform(18, 60)
+    return [float(np.clip(base + rng.uniform(-12, 12), 0, 80)) for _ in range(3)]
+  kind = str(rng.choice(["gradient", "texture", "checker"]))
+  return {"kind": kind, "color0": dark(), "color1": dark(),
+          "angle": float(rng.uniform(0, 2 * math.pi)),
+          "freq": [float(f) for f in rng.uniform(6, 16, size=4)],
+          "phase": [float(p) for p in rng.uniform(0, 2 * math.pi, size=4)],
+          "amplitude": float(rng.uniform(5, 12))}
+
+
+def sample_scene(seed: int, split: str = "train") -> Scene:
+  """A random scene; the same (seed, split) always gives the same scene."""
+  rng = _rng(seed, split)
+  n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+  if split == "test_compositional":
+    combos = sorted(HELD_OUT_COMBOS)
+    triples = [combos[rng.integers(len(combos))]]
+  else:
+    triples = [_triple(rng, set())]
+  while len(triples) < n:
+    triples.append(_triple(rng, {c for c, _, _ in triples}))
+  occluder = None
+  if rng.random() < 0.45:
+    occluder = {"x": float(rng.uniform(-0.3, 0.3)), "width": 0.0,
+                "shade": float(rng.uniform(115, 150))}
+  objects = [_object(rng, tr, i == 0, occluder) for i, tr in enumerate(triples)]
+  if occluder is not None:
+    p = objects[0]
+    hide = 2 * p.radius * extent(p.shape)
+    occluder["width"] = float(hide + rng.uniform(0.04, 0.08))  # hidden ~0.2-0.5 s
+    clear = hide / 2 + occluder["width"] / 2
+    if p.motion in ("bounce", "cross") and p.direction in ("left", "right"):
+      # Put the pillar on the primary's path so it visibly goes behind and re-emerges.
+      occluder["x"] = p.x + math.copysign(clear + float(rng.uniform(0.06, 0.14)), p.vx)
+    elif abs(occluder["x"] - p.x) < clear + 0.02:
+      # Never hide the primary at t = 0: a still image (frames=1) must show what it says.
+      occluder["x"] = p.x + math.copysign(clear + 0.04, occluder["x"] - p.x)
+  pan = float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.07)) if rng.random() < 0.3 else 0.0
+  return Scene(seed=int(seed), split=split, objects=objects, background=_background(rng),
+               occluder=occluder, pan=pan)
