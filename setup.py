@@ -25,6 +25,7 @@ setup(
         "tqdm>=4.66",
         "absl-py>=2",
         "safetensors>=0.4",
+        "sentencepiece>=0.2",
         "scipy>=1.11",
         "tensorboardX>=2.6",
     ],

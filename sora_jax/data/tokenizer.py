@@ -1,11 +1,18 @@
-"""Text -> token ids with a bundled byte-level tokenizer (no vocabulary file, no download).
+"""Text -> token ids: a bundled byte-level tokenizer, or T5's SentencePiece model from local files.
 
-Ids: 0 = pad, 1 = bos, 2 = eos, and UTF-8 byte `b` is id `b + 3`, so `vocab_size` is 259.
+Byte ids: 0 = pad, 1 = bos, 2 = eos, and UTF-8 byte `b` is id `b + 3`, so `vocab_size` is 259.
 Every encoded caption is `[bos, bytes..., eos, pad...]`; when a caption is too long its bytes are
 cut so that bos and eos still fit, and the mask marks the non-pad positions.
+
+SentencePiece (text.encoder='t5'): the `spiece.model` (or `tokenizer.model`) that sits next to the
+T5 weights in `config.text.t5_path`. Like HF's T5Tokenizer: `[pieces..., eos, pad...]`, no bos,
+pad id 0, pieces cut so that eos still fits. A frozen T5 must see its own vocabulary, so a T5 run
+without that file is refused (`tokenizer_for_text_config`).
 """
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,11 +57,122 @@ class ByteTokenizer:
     return out
 
 
-_TOKENIZERS = {"byte": ByteTokenizer}
+T5_TOKENIZER_FILES = ("spiece.model", "tokenizer.model")   # HF T5 name first
 
 
-def get_tokenizer(name: str = "byte") -> ByteTokenizer:
-  """The tokenizer named by the config (only "byte" is bundled)."""
-  if name not in _TOKENIZERS:
-    raise ValueError(f"unknown tokenizer {name!r}; known: {', '.join(sorted(_TOKENIZERS))}")
-  return _TOKENIZERS[name]()
+class SentencePieceTokenizer:
+  """A SentencePiece model encoded T5-style; picklable (grain workers copy it)."""
+
+  pad_id = 0
+
+  def __init__(self, model_file: str | os.PathLike):
+    self.model_file = os.fspath(model_file)
+    with open(self.model_file, "rb") as f:
+      self._load(f.read())
+
+  def _load(self, proto: bytes):
+    try:
+      import sentencepiece   # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError("the T5 tokenizer needs the sentencepiece package: "
+                        "pip install 'sentencepiece>=0.2'") from e
+    self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
+    self.vocab_size = int(self._sp.get_piece_size())
+    self.eos_id = int(self._sp.eos_id())
+    if self.eos_id < 0:
+      raise ValueError(f"SentencePiece model {self.model_file} defines no eos id; T5 appends "
+                       "eos to every input (train it with eos_id=1 like T5's spiece.model)")
+
+  def __getstate__(self):
+    return {"model_file": self.model_file, "proto": self._sp.serialized_model_proto()}
+
+  def __setstate__(self, state):
+    self.model_file = state["model_file"]
+    self._load(state["proto"])
+
+  def encode(self, texts: Sequence[str] | str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns `(ids int32 [N, max_len], mask bool [N, max_len])`; a str gives N = 1."""
+    if max_len < 1:
+      raise ValueError(f"max_len (data.text_len) must be >= 1 to hold eos, got {max_len}")
+    if isinstance(texts, str):
+      texts = [texts]
+    pieces = self._sp.encode([str(t) for t in texts], out_type=int)
+    ids = np.full((len(texts), max_len), self.pad_id, np.int32)
+    mask = np.zeros((len(texts), max_len), bool)
+    for i, row in enumerate(pieces):
+      row = list(row[: max_len - 1]) + [self.eos_id]
+      ids[i, :len(row)] = row
+      mask[i, :len(row)] = True      # by position: a real piece may share the pad id
+    return ids, mask
+
+  def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
+    """Inverse of `encode`: stops at eos, drops pad and other control pieces."""
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+      ids = ids[None]
+    out = []
+    for row in ids.tolist():
+      if self.eos_id in row:
+        row = row[: row.index(self.eos_id)]
+      out.append(self._sp.decode([i for i in row if 0 <= i < self.vocab_size]))
+    return out
+
+
+def find_t5_tokenizer(path: str | os.PathLike) -> str:
+  """The SentencePiece file in a T5 directory; FileNotFoundError naming config.text.t5_path."""
+  path = os.fspath(path)
+  for name in T5_TOKENIZER_FILES:
+    if os.path.isfile(os.path.join(path, name)):
+      return os.path.join(path, name)
+  raise FileNotFoundError(
+      f"config.text.t5_path={path!r} has no SentencePiece tokenizer: expected "
+      f"{' or '.join(T5_TOKENIZER_FILES)} next to config.json and the weights (T5 must see its "
+      "own vocabulary; the byte tokenizer's ids would be meaningless to it)")
+
+
+def load_t5_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer:
+  """SentencePiece tokenizer of the T5 directory `path`, checked against its config.json."""
+  tok = SentencePieceTokenizer(find_t5_tokenizer(path))
+  cfg_path = os.path.join(os.fspath(path), "config.json")
+  if os.path.isfile(cfg_path):
+    with open(cfg_path) as f:
+      t5_vocab = json.load(f).get("vocab_size")
+    if t5_vocab is not None and tok.vocab_size > int(t5_vocab):
+      raise ValueError(
+          f"config.text.t5_path={os.fspath(path)!r}: {os.path.basename(tok.model_file)} has "
+          f"{tok.vocab_size} pieces but config.json vocab_size={t5_vocab}; the tokenizer does "
+          "not belong to these weights")
+  return tok
+
+
+Tokenizer = ByteTokenizer | SentencePieceTokenizer
+_KINDS = {"byte": "byte", "bundled": "byte", "sentencepiece": "t5", "t5": "t5"}
+
+
+def get_tokenizer(kind: str = "byte", path: str | os.PathLike | None = None) -> Tokenizer:
+  """"byte"/"bundled": the byte tokenizer; "t5"/"sentencepiece": the model in directory `path`."""
+  if kind not in _KINDS:
+    raise ValueError(f"unknown tokenizer {kind!r}; known: {', '.join(sorted(_KINDS))}")
+  if _KINDS[kind] == "byte":
+    return ByteTokenizer()
+  if not path:
+    raise ValueError(f"tokenizer {kind!r} needs the T5 directory (config.text.t5_path) holding "
+                     f"{' or '.join(T5_TOKENIZER_FILES)}")
+  return load_t5_tokenizer(path)
+
+
+def tokenizer_for_text_config(text_cfg) -> Tokenizer:
+  """The tokenizer for `config.text` (the whole config is accepted too): encoder='bundled' ->
+  bytes; encoder='t5' -> SentencePiece from `text.t5_path` (raises when it has none)."""
+  if "encoder" not in text_cfg and "text" in text_cfg:
+    text_cfg = text_cfg["text"]
+  encoder = text_cfg.get("encoder", "bundled")
+  if encoder == "bundled":
+    return ByteTokenizer()
+  if encoder == "t5":
+    path = text_cfg.get("t5_path")
+    if not path:
+      raise ValueError("config.text.encoder='t5' needs config.text.t5_path: a local directory "
+                       f"with config.json, model.safetensors and {T5_TOKENIZER_FILES[0]}")
+    return load_t5_tokenizer(path)
+  raise ValueError(f"config.text.encoder={encoder!r} is not 'bundled' or 't5'")

@@ -14,6 +14,7 @@ Weights: `load_t5_encoder(dir)` reads `config.json` plus `model.safetensors` (or
 `model.safetensors.index.json`, torch names such as `encoder.block.0.layer.0.SelfAttention.q.weight`,
 Linear weights [out, in]) or `flax_model.msgpack` (HF Flax names, kernels [in, out]; or a tree
 saved from this module with `flax.serialization.to_bytes`). Decoder weights are ignored.
+`check_t5_dir(dir)` checks up front that a directory also has T5's SentencePiece `spiece.model`.
 """
 from __future__ import annotations
 
@@ -207,6 +208,23 @@ def _flatten(tree, prefix=""):
   return out
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "flax_model.msgpack")
+
+
+def check_t5_dir(path) -> None:
+  """Raises FileNotFoundError listing all that a T5 directory lacks (config.json, weights,
+  spiece.model / tokenizer.model), or ValueError if the tokenizer outgrows the vocabulary."""
+  from sora_jax.data import tokenizer   # pylint: disable=import-outside-toplevel
+  path = os.fspath(path)
+  has = lambda names: any(os.path.isfile(os.path.join(path, n)) for n in names)
+  missing = [" or ".join(names) for names in (("config.json",), _WEIGHT_FILES,
+                                               tokenizer.T5_TOKENIZER_FILES) if not has(names)]
+  if missing:
+    raise FileNotFoundError(f"config.text.t5_path={path!r} lacks {'; '.join(missing)} "
+                            "(a local HuggingFace T5 directory; nothing is downloaded)")
+  tokenizer.load_t5_tokenizer(path)
+
+
 def load_t5_encoder(path, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32
                     ) -> tuple[T5Encoder, dict]:
   """(module, variables) from a local directory; use `module.apply(variables, tokens, mask)`."""
@@ -217,8 +235,7 @@ def load_t5_encoder(path, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.f
                             "holding a HuggingFace T5 config.json and model.safetensors "
                             "(or flax_model.msgpack)")
   cfg = t5_config_from_json(cfg_path)
-  st, index, mp = (os.path.join(path, n) for n in (
-      "model.safetensors", "model.safetensors.index.json", "flax_model.msgpack"))
+  st, index, mp = (os.path.join(path, n) for n in _WEIGHT_FILES)
   if os.path.isfile(st) or os.path.isfile(index):
     from safetensors import safe_open   # pylint: disable=import-outside-toplevel
     if os.path.isfile(st):

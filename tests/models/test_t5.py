@@ -1,4 +1,5 @@
 """T5 encoder: loads HF-named weights written here, and matches a plain-numpy T5 forward."""
+import io
 import json
 import math
 
@@ -7,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sentencepiece as spm
 from safetensors.numpy import save_file
 
+from sora_jax.data import tokenizer
 from sora_jax.models import t5
 
 B, L = 2, 24   # L > max_distance so the log-spaced and clipped buckets are exercised
@@ -190,3 +193,32 @@ def test_sharded_safetensors_index(t5_dir, tmp_path):
   _, v2 = t5.load_t5_encoder(tmp_path)
   for a, b in zip(jax.tree.leaves(v1), jax.tree.leaves(v2)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_t5_dir_with_sentencepiece_end_to_end(t5_dir, tmp_path):
+  """A complete directory passes check_t5_dir; its tokenizer's ids drive the encoder."""
+  d, cfg, w = t5_dir
+  with pytest.raises(FileNotFoundError, match="config.json.*model.safetensors.*spiece.model"):
+    t5.check_t5_dir(tmp_path)
+  for name in ("config.json", "model.safetensors"):
+    (tmp_path / name).write_bytes((d / name).read_bytes())
+  with pytest.raises(FileNotFoundError, match=r"config\.text\.t5_path.*spiece\.model"):
+    t5.check_t5_dir(tmp_path)
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(["a red ball rolls", "a blue box falls", "the red box rolls"] * 5),
+      model_writer=model, vocab_size=cfg["vocab_size"], model_type="bpe", pad_id=0, eos_id=1,
+      unk_id=2, bos_id=-1, hard_vocab_limit=False, minloglevel=2)
+  (tmp_path / "spiece.model").write_bytes(model.getvalue())
+  t5.check_t5_dir(tmp_path)
+  tok = tokenizer.get_tokenizer("t5", tmp_path)
+  assert tok.vocab_size <= cfg["vocab_size"]
+  tokens, mask = tok.encode(["a red box rolls", "a blue ball"], max_len=L)
+  module, variables = t5.load_t5_encoder(tmp_path)
+  out = jax.jit(module.apply)(variables, tokens, mask)
+  ref = _np_t5(cfg, w, tokens, mask)
+  np.testing.assert_allclose(out[0][mask[0]], ref[0][mask[0]], rtol=2e-4, atol=2e-4)
+  # a config whose embedding table is smaller than the tokenizer's vocabulary is refused
+  (tmp_path / "config.json").write_text(json.dumps(dict(cfg, vocab_size=4)))
+  with pytest.raises(ValueError, match="vocab_size=4"):
+    t5.check_t5_dir(tmp_path)
