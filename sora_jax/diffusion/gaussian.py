@@ -140,8 +140,12 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000,
   """(ks, prev_ks) int arrays `[num_steps]`: current and next integer timestep per DDIM step.
 
   'trailing' (default; diffusers `timestep_spacing="trailing"`, Lin et al. 2024 Table 2):
-  ks = round(arange(N, 0, -N/steps)) - 1, so sampling starts at k = N-1 (t = 1), the timestep the
-  model was trained on for pure noise. 'leading' (diffusers' DDIM default, steps_offset=0):
+  ks[i] = round(N - i*N/steps) - 1 for i < steps, so sampling starts at k = N-1 (t = 1), the
+  timestep the model was trained on for pure noise. Computed in exact integer arithmetic
+  (round half to even, as np.round): diffusers' float `np.arange(N, 0, -N/steps)` yields
+  steps+1 entries, the last k = -1, for some step counts (61, 103, 121, ... at N = 1000), and at
+  exact half-integers its float round-off, not the formula, picks the rounding direction.
+  'leading' (diffusers' DDIM default, steps_offset=0):
   ks = arange(steps) * (N // steps) reversed, which starts at k = N - N//steps.
   prev_ks[i] = ks[i+1] and -1 after the last step, where ac_prev = 1 (diffusers
   `set_alpha_to_one=True`); for N divisible by steps this equals diffusers'
@@ -150,10 +154,12 @@ def ddim_timesteps(num_steps: int, num_train_timesteps: int = 1000,
   n = int(num_train_timesteps)
   if not 1 <= num_steps <= n:
     raise ValueError(f"sample.steps={num_steps} must be in [1, num_train_timesteps={n}]")
+  i = np.arange(num_steps, dtype=np.int64)
   if spacing == "trailing":
-    ks = np.round(np.arange(n, 0, -n / num_steps)).astype(np.int64) - 1
+    q, r = np.divmod(n * (num_steps - i), num_steps)   # N - i*N/steps = q + r/steps, exactly
+    ks = q + ((2 * r > num_steps) | ((2 * r == num_steps) & (q % 2 == 1))) - 1
   elif spacing == "leading":
-    ks = (np.arange(num_steps) * (n // num_steps)).round()[::-1].astype(np.int64)
+    ks = (i * (n // num_steps))[::-1]
   else:
     raise ValueError(f"timestep_spacing={spacing!r} is not one of 'trailing', 'leading'")
   prev = np.concatenate([ks[1:], [-1]]).astype(np.int64)

@@ -1,5 +1,6 @@
 """DDPM / DDIM pieces against hand-computed values (diffusers conventions)."""
 import math
+from fractions import Fraction
 
 import jax
 import jax.numpy as jnp
@@ -102,3 +103,60 @@ def test_gaussian_loss_targets(prediction):
   assert float(loss) == pytest.approx(want.mean(), rel=1e-5)
   with pytest.raises(ValueError, match="diffusion.objective"):
     g.gaussian_loss(model, x0, jax.random.key(4), None, prediction="x0")
+
+
+def _tie_positions(n, steps):
+  """Indices i where n - i*n/steps is exactly a half-integer (float noise decides np.round)."""
+  i = np.arange(steps)
+  return (2 * n * (steps - i)) % (2 * steps) == steps
+
+
+@pytest.mark.parametrize("n", [1000])
+def test_ddim_timesteps_every_step_count(n):
+  """For EVERY steps in 1..n: exactly `steps` entries, strictly decreasing, in [0, n-1], equal to
+  diffusers' formulas. Regression: the float arange of 'trailing' gave steps+1 entries (last -1)
+  for steps = 61, 103, 121, 122, ... and the DDIM scan crashed on the length mismatch."""
+  bad = {}
+  for steps in range(1, n + 1):
+    # diffusers DDIMScheduler.set_timesteps, verbatim in plain numpy
+    trailing_df = np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
+    leading_df = (np.arange(0, steps) * (n // steps)).round()[::-1].astype(np.int64)
+    for spacing, want in (("trailing", trailing_df), ("leading", leading_df)):
+      ks, prev = g.ddim_timesteps(steps, n, spacing)
+      errs = []
+      if ks.shape != (steps,) or prev.shape != (steps,):
+        errs.append(f"len {ks.shape[0]}/{prev.shape[0]}")
+      if ks.size and not (ks.min() >= 0 and ks.max() <= n - 1):
+        errs.append(f"range [{ks.min()}, {ks.max()}]")
+      if not np.all(np.diff(ks) < 0):
+        errs.append("not strictly decreasing")
+      if ks.shape == (steps,):
+        if not np.array_equal(prev, np.append(ks[1:], -1)):
+          errs.append("prev != ks shifted")
+        if spacing == "trailing":
+          if ks[0] != n - 1:
+            errs.append(f"starts at {ks[0]}")
+          # diffusers' float formula, first `steps` entries (its extra trailing -1, when present,
+          # is the bug), must match exactly except where n - i*n/steps is exactly a half-integer:
+          # there float round-off, not the formula, decides which way np.round goes, so compare
+          # with the exact rational value rounded half to even (Python's round on a Fraction).
+          tie = _tie_positions(n, steps)
+          if not np.array_equal(ks[~tie], want[:steps][~tie]):
+            errs.append("!= diffusers trailing formula")
+          exact = [round(Fraction(n * (steps - i), steps)) - 1 for i in np.flatnonzero(tie)]
+          if not np.array_equal(ks[tie], np.array(exact, np.int64)):
+            errs.append("!= exact round-half-even at half-integer ties")
+        elif not np.array_equal(ks, want):
+          errs.append("!= diffusers leading formula")
+      if errs:
+        bad.setdefault(spacing, []).append((steps, errs))
+  assert not bad, "\n".join(f"{spacing} steps={steps}: {', '.join(errs)}"
+                             for spacing, v in bad.items() for steps, errs in v)
+
+
+def test_ddim_trailing_known_bad_counts():
+  """The step counts that used to yield steps+1 entries, spelled out."""
+  for steps in (61, 103, 121, 122, 201, 998):
+    ks, prev = g.ddim_timesteps(steps, 1000, "trailing")
+    assert ks.shape == prev.shape == (steps,)
+    assert ks[0] == 999 and ks[-1] >= 0 and prev[-1] == -1

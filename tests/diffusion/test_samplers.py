@@ -201,3 +201,24 @@ def test_objective_dispatcher(noise):
     objective.make_objective({"objective": "x0"})
   with pytest.raises(ValueError, match="sample.sampler"):
     v.sample_kwargs({"sampler": "euler"})
+
+
+@pytest.mark.parametrize("objective", ["eps", "v"])
+def test_ddim_61_steps_runs(objective):
+  """61 trailing steps once gave a 62-entry schedule (last k = -1) and the scan crashed."""
+  sched = samplers.make_schedule(objective, "ddim", 61)
+  assert all(v.shape == (61,) for v in sched.values())
+  assert sched["t_cur"][0] == 1.0 and np.all(np.diff(sched["t_cur"]) < 0)
+  assert sched["t_cur"][-1] > 0 and sched["ac_prev"][-1] == 1.0
+  x0 = jnp.full((1, 1, 2, 2, 1), 0.5)
+  noise = jax.random.normal(jax.random.key(0), x0.shape)
+  ac = jnp.asarray(gaussian.alphas_cumprod())
+
+  def exact(x, t, cond):
+    a = ac[gaussian.t_to_k(t, 1000)].reshape((-1,) + (1,) * (x.ndim - 1))
+    eps = (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+    return eps if objective == "eps" else jnp.sqrt(a) * eps - jnp.sqrt(1 - a) * x0
+
+  out = samplers.sample(exact, noise, cond=None, objective=objective, sampler="ddim",
+                        num_steps=61)
+  np.testing.assert_allclose(out, x0, atol=2e-3)
