@@ -1,5 +1,8 @@
 """Transformer building blocks: dense, norms, RoPE-3D, sin-cos positions, attention, MLP, adaLN.
 
+The attention modules project and normalise; the op itself (XLA / cuDNN / context parallel) is
+`sora_jax.models.attention.dot_product_attention`.
+
 Every parameter carries logical axis names (nn.with_logical_partitioning) and the main activations
 carry act_* names (nn.with_logical_constraint); both are no-ops outside a mesh/rules context.
 """
@@ -12,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sora_jax.models.attention import dot_product_attention
 
 Dtype = Any
 Init = Callable[..., Any]
@@ -179,33 +184,6 @@ def sincos_3d(dim: int, grid: Sequence[int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- attention
-
-
-def dot_product_attention(q, k, v, *, mask=None, impl: str = "xla"):
-  """q [B, T, H, D], k/v [B, S, H, D] -> [B, T, H, D].
-
-  mask: None, a key mask [B, S] (True = attend), or a boolean mask broadcastable to [B, H, T, S].
-  impl: 'xla' (jax.nn default), 'cudnn' (GPU flash; bf16/fp16), 'ring' / 'allgather' (context
-  parallel over the mesh's context axis, in sora_jax.parallel.context).
-  """
-  if impl in ("ring", "allgather"):
-    if mask is not None:
-      raise ValueError(f"attention_impl={impl!r} supports only unmasked self-attention; "
-                       "cross-attention with a text mask must use 'xla' or 'cudnn'")
-    from sora_jax.parallel import context  # lazy: parallel sits above models in the build order
-    return context.context_attention(q, k, v, impl=impl)
-  if impl not in ("xla", "cudnn"):
-    raise ValueError(f"attention_impl must be one of xla, cudnn, ring, allgather; got {impl!r}")
-  kwargs = {}
-  if mask is not None and mask.ndim == 2:
-    if impl == "cudnn":
-      # cuDNN is slow with dense masks; a key mask of left-aligned valid tokens is a length.
-      kwargs["key_value_seq_lengths"] = jnp.sum(mask, -1).astype(jnp.int32)
-      mask = None
-    else:
-      mask = mask[:, None, None, :]
-  return jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                      implementation=None if impl == "xla" else "cudnn", **kwargs)
 
 
 class Attention(nn.Module):

@@ -49,21 +49,6 @@ def test_sincos_tables():
   np.testing.assert_array_equal(L.sincos_3d(8, (1, 2, 3)), t2)
 
 
-def test_attention_wrapper_masks():
-  r = np.random.RandomState(1)
-  q, k, v = (jnp.asarray(r.randn(2, n, 2, 8), jnp.float32) for n in (4, 6, 6))
-  key_mask = jnp.asarray([[1, 1, 1, 0, 0, 0], [1] * 6], bool)
-  got = L.dot_product_attention(q, k, v, mask=key_mask)
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(8)
-  logits = jnp.where(key_mask[:, None, None], logits, -1e30)
-  want = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, -1), v)
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  with pytest.raises(ValueError, match="attention_impl must be"):
-    L.dot_product_attention(q, k, v, impl="flash")
-  with pytest.raises(ValueError, match="only unmasked"):
-    L.dot_product_attention(q, k, v, mask=key_mask, impl="ring")
-
-
 def test_attention_modules():
   r = np.random.RandomState(2)
   x = jnp.asarray(r.randn(2, 6, 16), jnp.float32)

@@ -1,19 +1,22 @@
-"""Context (sequence) parallel attention: spacetime tokens split over the mesh axis "context".
+"""The attention op: one function, `dot_product_attention`, for every attention in the models.
 
-A minute of 1080p video is ~10^5–10^6 tokens; the N x N score matrix of one attention layer does
-not fit one device. Two schemes, both exact (not approximations):
-
-* ring      each device keeps its query block and passes K/V blocks around the ring with
-            `ppermute`, folding each block into an online (log-sum-exp) softmax. Memory per device
-            O(N/c · N/c) scores + O(N/c) K/V; communication overlaps compute. The default.
-* allgather each device gathers the full K/V (O(N) memory) and attends its local queries. Fewer,
-            larger collectives; good when K/V are small relative to the scores (few heads per
-            device, moderate N).
-
-`context_attention` is what models call, on GLOBAL arrays, from inside a jitted model under
-`jax.set_mesh(mesh)`; it wraps the per-shard function in `jax.shard_map` and falls back to
-`jax.nn.dot_product_attention` when there is no mesh or the context axis has size 1.
 Layout and scaling match `jax.nn.dot_product_attention`: [batch, seq, heads, head_dim], 1/sqrt(D).
+`impl` picks the kernel:
+
+* xla       `jax.nn.dot_product_attention(implementation=None)`; any mask, any device.
+* cudnn     GPU flash attention (bf16/fp16); a key mask becomes key/value sequence lengths.
+* ring      context (sequence) parallel over the mesh axis "context", exact: each device keeps its
+            query block and passes K/V blocks around the ring with `ppermute`, folding each into an
+            online (log-sum-exp) softmax. Memory per device O(N/c · N/c) scores + O(N/c) K/V;
+            communication overlaps compute. A minute of 1080p video is ~10^5–10^6 tokens; the
+            N x N score matrix of one layer does not fit one device.
+* allgather context parallel, exact: each device gathers the full K/V (O(N) memory) and attends
+            its local queries. Fewer, larger collectives; good when K/V are small relative to the
+            scores (few heads per device, moderate N).
+
+`segment_ids` ([B, N] ints, self-attention) restricts attention to tokens of the same segment, for
+packed sequences (xla only for now). The context-parallel impls take the mesh set by
+`jax.set_mesh` (abstract inside jit), never a `sora_jax.parallel` import: models sit below parallel.
 """
 from __future__ import annotations
 
@@ -25,7 +28,60 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-_IMPLS = ("ring", "allgather")
+IMPLS = ("xla", "cudnn", "ring", "allgather")
+CONTEXT_IMPLS = ("ring", "allgather")
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla",
+                          mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                          kv_segment_ids: jax.Array | None = None) -> jax.Array:
+  """q [B, T, H, D], k/v [B, S, H, D] -> [B, T, H, D] in q's dtype.
+
+  mask: None, a key mask [B, S] (True = attend; text cross-attention), or a boolean mask
+    broadcastable to [B, H, T, S].
+  segment_ids: per-query-token segment ids [B, T] of packed sequences: a token attends only to keys
+    of its own segment (kv_segment_ids [B, S], default segment_ids). Give padding its own id.
+  impl: one of IMPLS (see the module docstring). 'ring' / 'allgather' are unmasked self-attention
+    over the mesh's context axis; without a mesh or with context = 1 they are plain XLA attention.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f"attention_impl must be one of {', '.join(IMPLS)}; got {impl!r}")
+  if impl in CONTEXT_IMPLS:
+    if mask is not None or segment_ids is not None:
+      raise ValueError(f"attention_impl={impl!r} supports only unmasked self-attention; "
+                       "cross-attention with a text mask must use 'xla' or 'cudnn'")
+    return context_attention(q, k, v, impl=impl)
+  if segment_ids is None and kv_segment_ids is not None:
+    raise ValueError("kv_segment_ids needs segment_ids (the queries' segments)")
+  if segment_ids is not None and impl != "xla":
+    raise ValueError(f"segment_ids need attention_impl='xla'; got {impl!r}")
+  kwargs = {}
+  if mask is not None and mask.ndim == 2:
+    if impl == "cudnn":
+      # cuDNN is slow with dense masks; a key mask of left-aligned valid tokens is a length.
+      kwargs["key_value_seq_lengths"] = jnp.sum(mask, -1).astype(jnp.int32)
+      mask = None
+    else:
+      mask = mask[:, None, None, :]
+  if segment_ids is not None:
+    mask = _and(mask, segment_mask(segment_ids, kv_segment_ids))
+  return jax.nn.dot_product_attention(q, k, v, mask=mask,
+                                      implementation=None if impl == "xla" else "cudnn", **kwargs)
+
+
+def segment_mask(segment_ids: jax.Array, kv_segment_ids: jax.Array | None = None) -> jax.Array:
+  """[B, T] (and [B, S]) segment ids -> boolean mask [B, 1, T, S]: True where the ids match."""
+  kv = segment_ids if kv_segment_ids is None else kv_segment_ids
+  if segment_ids.ndim != 2 or kv.ndim != 2 or kv.shape[0] != segment_ids.shape[0]:
+    raise ValueError(f"segment ids must be [batch, seq]; got {segment_ids.shape} and {kv.shape}")
+  return (segment_ids[:, :, None] == kv[:, None, :])[:, None]
+
+
+def _and(a: jax.Array | None, b: jax.Array) -> jax.Array:
+  return b if a is None else jnp.logical_and(a, b)
+
+
+# ----------------------------------------------------------------------------- context parallel
 
 
 def _varying(x: Any) -> frozenset:
@@ -149,8 +205,9 @@ def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "
   parallelism without resharding. Without a mesh, or with a context axis of size 1, this is
   exactly `jax.nn.dot_product_attention(q, k, v, is_causal=causal)`.
   """
-  if impl not in _IMPLS:
-    raise ValueError(f"context attention impl {impl!r} is not known; use one of {_IMPLS}")
+  if impl not in CONTEXT_IMPLS:
+    raise ValueError(f"context attention impl {impl!r} is not known; "
+                     f"use one of {CONTEXT_IMPLS}")
   if q.ndim != 4 or k.shape != q.shape or v.shape != q.shape:
     raise ValueError(f"context attention expects q, k, v of one shape [batch, seq, heads, "
                      f"head_dim]; got {q.shape}, {k.shape}, {v.shape}")
