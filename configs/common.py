@@ -1,11 +1,18 @@
-"""Shared pieces of every config: argument parsing and the default sections.
+"""Shared pieces of every config: argument parsing, and the section builders re-exported.
 
 A config file's `get_config(arg)` calls `parse_arg(arg, **defaults)` once; the ablation axes
 (patch size, resolution, model size, objective...) are its arguments, not copies of the file.
+Every key, its default and its allowed values live in one place, the section builders of
+sora_jax/config_sections.py (`data_section(...)`, `vae_section(...)`, ...), from which
+sora_jax/config.py derives the schema it validates against.
 """
 from __future__ import annotations
 
 import ml_collections as mlc
+
+from sora_jax.config_sections import (  # noqa: F401  (re-exported for the config files)
+    channel_mult_for, data_section, diffusion_section, mesh_section, model_section,
+    optim_section, sample_section, text_section, train_section, vae_section)
 
 
 def parse_arg(arg: str | None, lazy: bool = False, **defaults) -> mlc.ConfigDict:
@@ -76,58 +83,33 @@ def parse_res(text, key: str = "res") -> tuple[int, int]:
   return vals
 
 
-def data_config(*, frames: int, height: int, width: int, batch_size: int, fps: float = 8.0,
-                name: str = "shapes_world", caption: str = "mixed",
-                text_len: int = 64) -> mlc.ConfigDict:
-  return mlc.ConfigDict(dict(
-      name=name,                # shapes_world | video_folder
-      source="procedural",      # procedural (rendered on the fly, infinite) | tfds (prepared builder)
-      builder_config="",        # shapes_world builder config; "" = derived from the resolution
-      data_dir="",              # tfds data_dir; "" = ~/tensorflow_datasets
-      folder="",                # video_folder: the user's directory of videos
-      frames=frames, height=height, width=width, fps=fps,
-      caption=caption,          # short | detailed | mixed
-      text_len=text_len,        # tokens per caption (byte-level tokenizer)
-      batch_size=batch_size,    # global batch size over all processes
-      split="train",
-      eval_split="test",
-      shuffle_seed=0,
-      num_workers=0,            # grain worker processes; 0 = in-process
-      num_epochs=0,             # 0 = repeat forever
-      cache_dir="",             # t2v: encode cache_clips clips once and train on their latents
-      cache_clips=4096,
-  ))
+# Shorthands with the arguments the configs (and tests) most often vary.
+def data_config(*, frames: int, height: int, width: int, batch_size: int,
+                **overrides) -> mlc.ConfigDict:
+  return data_section(frames=frames, height=height, width=width, batch_size=batch_size,
+                      **overrides)
 
 
 def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1, context: int = 1) -> mlc.ConfigDict:
-  return mlc.ConfigDict(dict(data=data, fsdp=fsdp, tensor=tensor, context=context,
-                             distributed=False))
+  return mesh_section(data=data, fsdp=fsdp, tensor=tensor, context=context)
 
 
-def optim_config(lr: float, steps: int, warmup: int, weight_decay: float = 0.0,
-                 ema_decay: float = 0.999, name: str = "adamw",
-                 muon_lr: float = 0.02) -> mlc.ConfigDict:
-  # name: adamw | muon. muon_lr is Muon's rate for matrices/kernels (its usual 0.02); lr stays
-  # the AdamW rate of everything else, and both follow the same warmup + cosine shape.
-  return mlc.ConfigDict(dict(
-      name=name, muon_lr=muon_lr, lr=lr, b1=0.9, b2=0.99, eps=1e-8, weight_decay=weight_decay,
-      warmup_steps=warmup, schedule="cosine", min_lr_ratio=0.1, grad_clip=1.0,
-      ema_decay=ema_decay,
-  ))
+def optim_config(lr: float, steps: int | None = None, warmup: int = 0,
+                 **overrides) -> mlc.ConfigDict:
+  """`steps` is unused (the schedule's length is train.steps); kept for callers that pass it."""
+  del steps
+  return optim_section(lr=lr, warmup_steps=warmup, **overrides)
 
 
-def train_config(steps: int, log_every: int = 50, ckpt_every: int = 500,
-                 sample_every: int = 1000) -> mlc.ConfigDict:
-  return mlc.ConfigDict(dict(
-      steps=steps, log_every=log_every, ckpt_every=ckpt_every, sample_every=sample_every,
-      keep_checkpoints=3, async_checkpoint=True, dry_run=False,
-  ))
+def train_config(steps: int, **overrides) -> mlc.ConfigDict:
+  return train_section(steps=steps, **overrides)
 
 
 def shrink_for_local(c) -> None:
-  """`runlocal`: a few steps, with logging, checkpoints and videos every few, for CPU tests."""
+  """`runlocal`: a few steps, with logs, checkpoints, videos and evals every few, for CPU tests."""
   c.train.steps = min(c.train.steps, 6)
   c.optim.warmup_steps = 1
   c.train.log_every = 2
   c.train.ckpt_every = 3
   c.train.sample_every = 3
+  c.train.eval_every = 3

@@ -6,6 +6,7 @@ Two stages share one data setup (17 frames of 64x64 from the procedural world):
       --config.vae_workdir=workdirs/demo/vae
 The shipped demo weights (sora_jax/assets/demo) are the EMA weights of exactly these two runs;
 see README. VAE_PHASES continue the VAE run to the 30 dB model of experiments/vae_30db.sh.
+Every key and its default: sora_jax/config_sections.py.
 """
 from configs import t2v as t2v_config
 from configs import vae as vae_config

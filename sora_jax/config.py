@@ -1,65 +1,37 @@
-"""Config validation: every impossible combination fails here, naming the key and the fix,
-before anything is traced or compiled.
+"""The config schema and its validation.
+
+Every key, default and enum is stated once, in the section builders of config_sections.py
+(re-exported here: `data_section`, `vae_section`, `model_section`, `text_section`,
+`diffusion_section`, `sample_section`, `optim_section`, `train_section`, `mesh_section`);
+`SCHEMA` and `ENUMS` are derived from them. `validate` makes every impossible combination fail
+here, naming the key and the fix, before anything is traced or compiled. `complete` brings an
+older run's config.json into today's schema.
 """
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections as mlc
 
-# The keys each section may hold. A key outside this table is a typo or a stale config.
-SCHEMA: dict[str, frozenset[str] | None] = {
-    "task": None, "seed": None, "rules": None, "vae_workdir": None,
-    "data": frozenset({
-        "name", "source", "builder_config", "data_dir", "folder", "frames", "height", "width",
-        "fps", "caption", "text_len", "batch_size", "split", "eval_split", "shuffle_seed",
-        "num_workers", "num_epochs", "cache_dir", "cache_clips"}),
-    "vae": frozenset({
-        "temporal_compression", "spatial_compression", "latent_channels", "channels",
-        "channel_mult", "num_res_blocks", "dtype", "param_dtype", "recon_loss", "kl_weight",
-        "adv_weight", "adv_start_step", "disc_channels", "disc_layers", "perceptual_weight",
-        "perceptual_path", "scaling_factor", "encode_chunk", "tile", "tile_overlap",
-        "patch_size", "mid_attention", "shortcut"}),
-    "model": frozenset({
-        "variant", "patch", "width", "depth", "heads", "mlp", "mlp_ratio", "qk_norm", "pos",
-        "remat_policy", "scan_layers", "attention_impl", "dtype", "param_dtype", "cond",
-        "num_classes", "learn_sigma", "in_channels", "class_dropout"}),
-    "text": frozenset({"encoder", "t5_path", "width", "depth", "heads", "max_len", "drop_prob"}),
-    "diffusion": frozenset({
-        "objective", "t_sampling", "logit_mean", "logit_std", "shift", "base_tokens",
-        "beta_schedule", "num_train_timesteps", "latent_scale"}),
-    "sample": frozenset({"sampler", "steps", "guidance_scale", "steps_per_chunk", "prompts"}),
-    "optim": frozenset({
-        "name", "muon_lr", "lr", "b1", "b2", "eps", "weight_decay", "warmup_steps", "schedule",
-        "min_lr_ratio", "grad_clip", "ema_decay"}),
-    "train": frozenset({
-        "steps", "log_every", "ckpt_every", "sample_every", "keep_checkpoints",
-        "async_checkpoint", "dry_run"}),
-    "mesh": frozenset({"data", "fsdp", "tensor", "context", "distributed"}),
-}
+from sora_jax import config_sections as S
+from sora_jax.config_sections import (  # noqa: F401  (the builders, re-exported)
+    BEFORE_KEY_EXISTED, RETIRED, SECTIONS, TASK_SECTIONS, TASK_TOP_LEVEL, TASKS, TRAINABLE_TASKS,
+    channel_mult_for, data_section, diffusion_section, mesh_section, model_section,
+    optim_section, sample_section, text_section, train_section, vae_section)
 
-TASKS = ("vae", "t2v", "class_image")
-ENUMS = {
-    "data.name": ("shapes_world", "video_folder"),
-    "data.source": ("procedural", "tfds"),
-    "data.caption": ("short", "detailed", "mixed"),
-    "vae.recon_loss": ("l1", "l2"),
-    "vae.dtype": ("float32", "bfloat16"),
-    "vae.param_dtype": ("float32", "bfloat16"),
-    "model.mlp": ("swiglu", "gelu"),
-    "model.pos": ("rope3d", "sincos"),
-    "model.remat_policy": ("nothing_saveable", "dots_saveable", "none"),
-    "model.attention_impl": ("xla", "cudnn", "ring", "allgather"),
-    "model.dtype": ("float32", "bfloat16"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    "text.encoder": ("bundled", "t5"),
-    "diffusion.objective": ("flow", "eps", "v"),
-    "diffusion.t_sampling": ("logit_normal", "uniform"),
-    "diffusion.beta_schedule": ("linear", "cosine"),
-    "sample.sampler": ("euler", "heun", "ddim"),
-    "optim.schedule": ("cosine", "constant"),
-    "optim.name": ("adamw", "muon"),
+# The keys each section may hold, DERIVED from the section builders (config_sections.py); a
+# top-level scalar key maps to None. A key outside this table is a typo or a stale config.
+SCHEMA: dict[str, frozenset[str] | None] = {
+    **{key: None for key in S.TOP_LEVEL},
+    **{name: frozenset(build().keys()) for name, build in SECTIONS.items()},
+}
+# "section.key" (or a top-level key) -> allowed values, declared beside each builder.
+ENUMS: dict[str, tuple] = {
+    **{key: choices for key, choices in S.TOP_LEVEL_ENUMS.items() if key != "task"},
+    **{f"{name}.{key}": choices for name, enums in S.SECTION_ENUMS.items()
+       for key, choices in enums.items()},
 }
 SAMPLERS_FOR = {"flow": ("euler", "heun"), "eps": ("ddim",), "v": ("ddim",)}
 
@@ -99,51 +71,64 @@ def check_enums(config: mlc.ConfigDict) -> None:
       raise ConfigError(f"config.{dotted}={value!r} is not one of {', '.join(choices)}")
 
 
-def check_video_geometry(config: mlc.ConfigDict) -> None:
-  """Frames of the form 1 + tc*k; resolution divisible by the VAE; latent grid by the patch."""
+def check_video_geometry(config: mlc.ConfigDict,
+                         flag_names: Mapping[str, str] | None = None) -> None:
+  """Frames of the form 1 + tc*k; resolution divisible by the VAE; latent grid by the patch.
+
+  `flag_names` maps config keys to the words the caller's user typed, so that an error about a
+  sample-time size can say `--frames=16` instead of `config.data.frames=16`; e.g.
+  {"data.frames": "--frames", "data.height": "--height", "data.width": "--width"}. Keys it does
+  not map are named `config.<key>`.
+  """
+  names = dict(flag_names or {})
+
+  def n(key: str) -> str:
+    return names.get(key, f"config.{key}")
+
   d, v = config.data, config.get("vae")
   for key in ("frames", "height", "width", "batch_size"):
     if int(d[key]) < 1:
-      raise ConfigError(f"config.data.{key}={d[key]} must be a positive integer")
+      raise ConfigError(f"{n('data.' + key)}={d[key]} must be a positive integer")
   if v is None:
     return
   tc, sc = int(v.temporal_compression), int(v.spatial_compression)
   if tc not in (1, 2, 4):
-    raise ConfigError(f"config.vae.temporal_compression={tc} must be 1, 2 or 4")
+    raise ConfigError(f"{n('vae.temporal_compression')}={tc} must be 1, 2 or 4")
   if sc not in (8, 16):
-    raise ConfigError(f"config.vae.spatial_compression={sc} must be 8 or 16")
+    raise ConfigError(f"{n('vae.spatial_compression')}={sc} must be 8 or 16")
   if (d.frames - 1) % tc:
     ok = ", ".join(str(1 + tc * k) for k in range(6))
     raise ConfigError(
-        f"config.data.frames={d.frames} is not 1 + {tc}k for vae.temporal_compression={tc} "
+        f"{n('data.frames')}={d.frames} is not 1 + {tc}k for vae.temporal_compression={tc} "
         f"(the first frame is encoded on its own); use one of {ok}, ...")
   for key in ("height", "width"):
     if d[key] % sc:
       lo, hi = d[key] // sc * sc, -(-d[key] // sc) * sc
       raise ConfigError(
-          f"config.data.{key}={d[key]} is not divisible by vae.spatial_compression={sc}; "
+          f"{n('data.' + key)}={d[key]} is not divisible by vae.spatial_compression={sc}; "
           f"use {max(lo, sc)} or {hi}")
   levels, p = len(v.channel_mult), int(v.get("patch_size", 1))
   if p < 1 or sc % p:
-    raise ConfigError(f"config.vae.patch_size={p} must divide vae.spatial_compression={sc}")
+    raise ConfigError(f"{n('vae.patch_size')}={p} must divide vae.spatial_compression={sc}")
   need = max(int(math.log2(sc // p)), int(math.log2(tc))) + 1
   if levels != need:
     raise ConfigError(
-        f"config.vae.channel_mult has {levels} levels but spatial_compression={sc} with "
+        f"{n('vae.channel_mult')} has {levels} levels but spatial_compression={sc} with "
         f"patch_size={p} and temporal_compression={tc} needs {need} (one per downsample plus "
         f"the input level)")
   if int(v.latent_channels) < 1:
-    raise ConfigError(f"config.vae.latent_channels={v.latent_channels} must be ≥ 1")
+    raise ConfigError(f"{n('vae.latent_channels')}={v.latent_channels} must be ≥ 1")
   model = config.get("model")
   if model is not None and config.get("task") == "t2v":
     grid = (1 + (d.frames - 1) // tc, d.height // sc, d.width // sc)
-    names = ("frames", "height", "width")
-    for axis, (g, p, name) in enumerate(zip(grid, model.patch, names)):
+    axes = ("frames", "height", "width")
+    for g, p, name in zip(grid, model.patch, axes):
       if g % p:
+        size = n("data." + name).removeprefix("config.")
         raise ConfigError(
-            f"config.model.patch={tuple(model.patch)} does not divide the latent grid {grid}: "
-            f"latent {name} {g} is not a multiple of {p} (data.{name}="
-            f"{d[name] if name != 'frames' else d.frames}); change model.patch or the data size")
+            f"{n('model.patch')}={tuple(model.patch)} does not divide the latent grid {grid}: "
+            f"latent {name} {g} is not a multiple of {p} ({size}={d[name]}); change model.patch "
+            f"or the {name}")
 
 
 def check_model(config: mlc.ConfigDict) -> None:
@@ -170,6 +155,13 @@ def check_model(config: mlc.ConfigDict) -> None:
         float(diff.shift)
       except ValueError:
         raise ConfigError(f"config.diffusion.shift={diff.shift!r} must be 'auto' or a number")
+    for key, allow_none in (("base_shift", False), ("max_shift", True)):
+      value = diff.get(key)
+      if value is None and allow_none:
+        continue
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        what = "None (no cap) or a number > 0" if allow_none else "a number > 0"
+        raise ConfigError(f"config.diffusion.{key}={value!r} must be {what}")
   text = config.get("text")
   if text is not None and text.encoder == "t5" and not text.t5_path:
     raise ConfigError("config.text.encoder='t5' needs config.text.t5_path: a local directory "
@@ -227,11 +219,24 @@ def check_optim(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"config.optim.ema_decay={o.ema_decay} must be in [0, 1)")
 
 
+def check_task(config: mlc.ConfigDict, training: bool = False) -> None:
+  task = config.get("task")
+  if task not in TASKS:
+    raise ConfigError(f"config.task={task!r} is not one of {', '.join(TASKS)}")
+  if training and task not in TRAINABLE_TASKS:
+    raise ConfigError(
+        f"config.task={task!r} has no trainer: configs/dit_paper.py (the DiT paper's "
+        f"class-conditional image models) is for `sora-jax flops` only; train one of "
+        f"{', '.join(TRAINABLE_TASKS)} (configs/vae.py, configs/t2v.py)")
+
+
 def validate(config: mlc.ConfigDict, num_devices: int | None = None,
-             process_count: int = 1) -> mlc.ConfigDict:
-  """Raises ConfigError for the first problem found; returns the config unchanged."""
-  if config.get("task") not in TASKS:
-    raise ConfigError(f"config.task={config.get('task')!r} is not one of {', '.join(TASKS)}")
+             process_count: int = 1, *, training: bool = False) -> mlc.ConfigDict:
+  """Raises ConfigError for the first problem found; returns the config unchanged.
+
+  `training=True` also refuses tasks without a trainer (class_image).
+  """
+  check_task(config, training)
   check_keys(config)
   check_enums(config)
   check_video_geometry(config)
@@ -239,3 +244,66 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_optim(config)
   check_mesh(config, num_devices, process_count)
   return config
+
+
+# ------------------------------------------------------------------------ older run directories
+def section_defaults(name: str, config: Mapping[str, Any] | None = None) -> mlc.ConfigDict:
+  """Section `name` with its defaults; those that depend on another section follow `config`."""
+  if name == "sample" and config is not None:
+    diffusion = config.get("diffusion") or {}
+    return sample_section(objective=diffusion.get("objective", "flow"))
+  return SECTIONS[name]()
+
+
+def top_level_defaults(task: str) -> dict[str, Any]:
+  return {**S.TOP_LEVEL, "task": task, "rules": S.TASK_RULES.get(task, S.TOP_LEVEL["rules"])}
+
+
+def missing_keys(config: Mapping[str, Any]) -> list[str]:
+  """Schema keys a config of its task lacks ("section" for a whole section, "section.key")."""
+  task = config.get("task")
+  if task not in TASKS:
+    raise ConfigError(f"config.task={task!r} is not one of {', '.join(TASKS)}")
+  out = [key for key in TASK_TOP_LEVEL[task] if key not in config]
+  for name in TASK_SECTIONS[task]:
+    if name not in config:
+      out.append(name)
+    else:
+      out += [f"{name}.{key}" for key in sorted(SCHEMA[name]) if key not in config[name]]
+  return out
+
+
+def complete(config: Mapping[str, Any]) -> mlc.ConfigDict:
+  """An older run's config (a ConfigDict, or the dict of its config.json) in today's schema.
+
+  Fills the keys (and whole sections) its task has that it lacks, with the defaults of the
+  section builders, or, where the code behaved otherwise before a key existed, with the value
+  of `BEFORE_KEY_EXISTED` (so an old run loads exactly as it trained). Drops `RETIRED` keys.
+  Leaves every present value as it is and unknown keys for `validate` to name. Returns a new
+  ConfigDict, locked if the input was.
+  """
+  locked = isinstance(config, mlc.ConfigDict) and config.is_locked
+  raw = config.to_dict() if isinstance(config, mlc.ConfigDict) else copy.deepcopy(dict(config))
+  task = raw.get("task")
+  if task not in TASKS:
+    raise ConfigError(f"config.task={task!r} is not one of {', '.join(TASKS)}; cannot complete "
+                      "a config without its task")
+  for dotted in RETIRED:
+    section, key = dotted.split(".")
+    if isinstance(raw.get(section), dict):
+      raw[section].pop(key, None)
+  for key, value in top_level_defaults(task).items():
+    if key in TASK_TOP_LEVEL[task]:
+      raw.setdefault(key, value)
+  for name in TASK_SECTIONS[task]:
+    defaults = section_defaults(name, raw).to_dict()
+    if name not in raw:
+      raw[name] = defaults
+      continue
+    for key, value in defaults.items():
+      if key not in raw[name]:
+        raw[name][key] = copy.deepcopy(BEFORE_KEY_EXISTED.get(f"{name}.{key}", value))
+  out = mlc.ConfigDict(raw)
+  if locked:
+    out.lock()
+  return out

@@ -79,6 +79,12 @@ def _t2v(**over):
     ({"diffusion.objective": "x0"}, "diffusion.objective"),
     ({"diffusion.shift": "big"}, "diffusion.shift"),
     ({"sample.sampler": "ddim"}, "sample.sampler"),
+    ({"sample.timestep_spacing": "linspace"}, "sample.timestep_spacing"),
+    ({"diffusion.max_shift": 0.0}, "diffusion.max_shift"),
+    ({"diffusion.base_shift": -1.0}, "diffusion.base_shift"),
+    ({"diffusion.beta_schedule": "sigmoid"}, "diffusion.beta_schedule"),
+    ({"vae.shortcut_layout": "dcae"}, "vae.shortcut_layout"),
+    ({"model.cond": "image"}, "model.cond"),
     ({"text.encoder": "t5"}, "text.t5_path"),
     ({"optim.lr": 0.0}, "optim.lr"),
     ({"optim.warmup_steps": 100}, "optim.warmup_steps"),
@@ -115,3 +121,40 @@ def test_batch_must_split_over_data_and_processes():
     C.validate(_t2v(), num_devices=8)  # runlocal batch 4 on 8 data shards
   with pytest.raises(C.ConfigError, match=r"3 processes"):
     C.validate(_t2v(**{"mesh.data": 1, "mesh.fsdp": 1}), num_devices=1, process_count=3)
+
+
+def test_optional_shift_cap_accepts_none_or_a_number():
+  C.validate(_t2v(**{"diffusion.max_shift": 3.0}), num_devices=4)
+  c = _t2v(**{"diffusion.beta_schedule": "scaled_linear", "diffusion.objective": "eps",
+              "sample.sampler": "ddim"})
+  C.validate(c, num_devices=4)
+
+
+def test_rules_must_name_a_rules_table():
+  c = _t2v()
+  c.rules = "ditt"
+  with pytest.raises(C.ConfigError, match=r"config\.rules='ditt'"):
+    C.validate(c, num_devices=4)
+
+
+def test_geometry_errors_can_speak_cli_flags():
+  flags = {"data.frames": "--frames", "data.height": "--height", "data.width": "--width"}
+  with pytest.raises(C.ConfigError, match=r"^--frames=16 is not 1 \+ 4k"):
+    C.check_video_geometry(_t2v(**{"data.frames": 16}), flag_names=flags)
+  with pytest.raises(C.ConfigError, match=r"^--width=70 is not divisible"):
+    C.check_video_geometry(_t2v(**{"data.width": 70}), flag_names=flags)
+  c = t2v.get_config("res=64x80,patch=1x4x4")
+  with pytest.raises(C.ConfigError, match=r"not a multiple of 4 \(--width=80\)"):
+    C.check_video_geometry(c, flag_names=flags)
+  # Without flag names the config key is named, as validate() does.
+  with pytest.raises(C.ConfigError, match=r"^config\.data\.frames=16"):
+    C.check_video_geometry(_t2v(**{"data.frames": 16}))
+
+
+def test_class_image_is_refused_for_training_only():
+  c = dit_paper.get_config("variant=B/4,runlocal")
+  C.validate(c, num_devices=4)  # flops needs a valid config
+  with pytest.raises(C.ConfigError, match=r"task='class_image' has no trainer.*sora-jax flops"):
+    C.validate(c, num_devices=4, training=True)
+  C.validate(t2v.get_config("runlocal"), num_devices=4, training=True)
+  C.validate(vae.get_config("runlocal"), num_devices=4, training=True)
