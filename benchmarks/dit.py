@@ -22,6 +22,7 @@ from sora_jax.diffusion import samplers
 from sora_jax.diffusion.objective import make_objective
 from sora_jax.eval import flops
 from sora_jax.models import dit as dit_lib
+from sora_jax.train import optimizer as optim_lib
 from sora_jax.train import state as state_lib
 from sora_jax.train import steps as steps_lib
 
@@ -41,7 +42,8 @@ def bench(variant: str, batch: int, latent: tuple[int, ...], ctx_len: int, text_
   data = {"latents": jax.random.normal(k[0], (batch, *latent)),
           "context": jax.random.normal(k[1], (batch, ctx_len, text_width)),
           "mask": jnp.ones((batch, ctx_len), bool)}
-  tx, sched = state_lib.make_optimizer(mlc.ConfigDict(dict(cfg.optim)), 1000)
+  tx, sched = optim_lib.make_optimizer(mlc.ConfigDict(dict(cfg.optim)), 1000,
+                                       jax.eval_shape(task.init, k[2], data))
   state = jax.jit(lambda r, b: state_lib.unbox(state_lib.make_init_fn(task, tx)(r, b)))(k[2], data)
   step = jax.jit(steps_lib.make_train_step(task, tx, sched, 0.999), donate_argnums=0)
   t0 = time.perf_counter()

@@ -26,6 +26,7 @@ from sora_jax.diffusion.objective import make_objective  # noqa: E402
 from sora_jax.models import dit as dit_lib  # noqa: E402
 from sora_jax.parallel import mesh as mesh_lib  # noqa: E402
 from sora_jax.parallel import rules as rules_lib  # noqa: E402
+from sora_jax.train import optimizer as optim_lib  # noqa: E402
 from sora_jax.train import state as state_lib  # noqa: E402
 from sora_jax.train import steps as steps_lib  # noqa: E402
 
@@ -45,7 +46,6 @@ def compile_step(variant: str, tokens: int, batch: int, context: bool, ctx_len=6
   t, h, w = LATENT_FOR_TOKENS[tokens]
   model = dit_lib.dit_from_config(cfg.model, in_channels=channels, text_width=text_width)
   task = LatentT2VTask(model, make_objective(cfg.diffusion), tokens)
-  tx, sched = state_lib.make_optimizer(cfg.optim, 1000)
   batch_sh = rules_lib.batch_sharding(mesh)
   data = {"latents": jax.ShapeDtypeStruct((batch, t, h, w, channels), jnp.float32,
                                           sharding=batch_sh),
@@ -53,6 +53,8 @@ def compile_step(variant: str, tokens: int, batch: int, context: bool, ctx_len=6
                                           sharding=batch_sh),
           "mask": jax.ShapeDtypeStruct((batch, ctx_len), jnp.bool_, sharding=batch_sh)}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    tx, sched = optim_lib.make_optimizer(cfg.optim, 1000,
+                                         jax.eval_shape(task.init, jax.random.key(0), data))
     boxed = jax.eval_shape(state_lib.make_init_fn(task, tx), jax.random.key(0), data)
     shardings = rules_lib.state_shardings(boxed, mesh, rules)
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from sora_jax.data import world
-from sora_jax.train import state as state_lib
+from sora_jax.train import optimizer as optim_lib
 
 
 def clips(n: int, frames: int, split: str) -> np.ndarray:
@@ -65,9 +65,9 @@ def train_linear(train, test, name: str, steps: int, latent: int, checkpoints) -
   from configs import common
   cfg = common.optim_config(lr=1e-3, steps=steps, warmup=0, name=name)
   cfg.schedule, cfg.grad_clip = "constant", 0.0
-  tx, _ = state_lib.make_optimizer(cfg, steps)
   model = LinearAE(latent)
   params = model.init(jax.random.key(0), train[:1])["params"]
+  tx, _ = optim_lib.make_optimizer(cfg, steps, params)
   opt = tx.init(params)
 
   @jax.jit
