@@ -8,14 +8,49 @@ SentencePiece (text.encoder='t5'): the `spiece.model` (or `tokenizer.model`) tha
 T5 weights in `config.text.t5_path`. Like HF's T5Tokenizer: `[pieces..., eos, pad...]`, no bos,
 pad id 0, pieces cut so that eos still fits. A frozen T5 must see its own vocabulary, so a T5 run
 without that file is refused (`tokenizer_for_text_config`).
+
+Neither tokenizer crashes on any text: `bytes` are taken as UTF-8, and a str holding lone
+surrogates (how Python's `sys.argv` carries bytes of a command line that are not UTF-8) is encoded
+back to those bytes (byte tokenizer) or to U+FFFD (SentencePiece). To refuse such a prompt with a
+clear message instead, check it first: `sora_jax.data.prompts.check_prompt_text`.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_ESCAPE = re.compile("[\ud800-\udc7f\udd00-\udfff]")   # surrogates surrogateescape never makes
+
+
+def utf8_bytes(text: str | bytes) -> bytes:
+  """The UTF-8 bytes of `text`, never raising: `bytes` pass through, surrogate escapes of a
+  non-UTF-8 command line (U+DC80..U+DCFF) become their original bytes, other lone surrogates
+  become U+FFFD."""
+  if isinstance(text, (bytes, bytearray, memoryview)):
+    return bytes(text)
+  text = str(text)
+  try:
+    return text.encode("utf-8")
+  except UnicodeEncodeError:
+    return _NOT_ESCAPE.sub("\ufffd", text).encode("utf-8", "surrogateescape")
+
+
+def as_text(text: str | bytes) -> str:
+  """`text` as a str that encodes to UTF-8: undecodable bytes and lone surrogates become U+FFFD."""
+  if isinstance(text, (bytes, bytearray, memoryview)):
+    return bytes(text).decode("utf-8", "replace")
+  text = str(text)
+  return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _batch(texts) -> list:
+  return [texts] if isinstance(texts, (str, bytes, bytearray)) else list(texts)
 
 
 class ByteTokenizer:
@@ -31,16 +66,19 @@ class ByteTokenizer:
     """Returns `(ids int32 [N, max_len], mask bool [N, max_len])`; a str gives N = 1."""
     if max_len < 2:
       raise ValueError(f"max_len (data.text_len) must be >= 2 to hold bos and eos, got {max_len}")
-    if isinstance(texts, str):
-      texts = [texts]
+    texts = _batch(texts)
     ids = np.zeros((len(texts), max_len), np.int32)
     for i, text in enumerate(texts):
-      body = np.frombuffer(str(text).encode("utf-8")[: max_len - 2], np.uint8)
+      body = np.frombuffer(utf8_bytes(text)[: max_len - 2], np.uint8)
       n = len(body)
       ids[i, 0] = self.bos_id
       ids[i, 1:n + 1] = body.astype(np.int32) + self.offset
       ids[i, n + 1] = self.eos_id
     return ids, ids != self.pad_id
+
+  def num_tokens(self, text: str | bytes) -> int:
+    """Positions `text` needs, bos and eos included (`encode` cuts the bytes beyond max_len)."""
+    return len(utf8_bytes(text)) + 2
 
   def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
     """Inverse of `encode`: drops specials, stops at eos; a cut multi-byte char is dropped."""
@@ -94,9 +132,8 @@ class SentencePieceTokenizer:
     """Returns `(ids int32 [N, max_len], mask bool [N, max_len])`; a str gives N = 1."""
     if max_len < 1:
       raise ValueError(f"max_len (data.text_len) must be >= 1 to hold eos, got {max_len}")
-    if isinstance(texts, str):
-      texts = [texts]
-    pieces = self._sp.encode([str(t) for t in texts], out_type=int)
+    texts = _batch(texts)
+    pieces = self._sp.encode([as_text(t) for t in texts], out_type=int)
     ids = np.full((len(texts), max_len), self.pad_id, np.int32)
     mask = np.zeros((len(texts), max_len), bool)
     for i, row in enumerate(pieces):
@@ -104,6 +141,10 @@ class SentencePieceTokenizer:
       ids[i, :len(row)] = row
       mask[i, :len(row)] = True      # by position: a real piece may share the pad id
     return ids, mask
+
+  def num_tokens(self, text: str | bytes) -> int:
+    """Positions `text` needs, eos included (`encode` cuts the pieces beyond max_len)."""
+    return len(self._sp.encode(as_text(text), out_type=int)) + 1
 
   def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
     """Inverse of `encode`: stops at eos, drops pad and other control pieces."""

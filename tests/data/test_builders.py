@@ -122,3 +122,60 @@ def test_shapes_world_splits_are_disjoint_and_match_the_world(shapes_builder):
   assert ex["caption_detailed"].decode() == want["caption_detailed"]
   np.testing.assert_array_equal(ex["boxes"], want["boxes"])
   np.testing.assert_array_equal(ex["shape_ids"], want["shape_ids"])
+
+
+def _tiny_folder(root: pathlib.Path, names, frames: int = 8) -> pathlib.Path:
+  root.mkdir(parents=True, exist_ok=True)
+  for k, name in enumerate(names):
+    clip = np.random.RandomState(k).randint(0, 255, (frames, 16, 16, 3), np.uint8)
+    video_io.write_video(root / f"{name}.mp4", clip, fps=8)
+    (root / f"{name}.txt").write_text(f"a clip called {name}")
+  return root
+
+
+def test_video_folder_skips_and_counts_non_utf8_caption(tmp_path, caplog):
+  root = _tiny_folder(tmp_path / "v", ["good", "latin1"])
+  (root / "latin1.txt").write_bytes("a caf\u00e9 clip".encode("latin-1"))   # 0xe9 at offset 5
+  with pytest.raises(ValueError, match=r"latin1\.txt.*not valid UTF-8.*offset 5"):
+    builders.read_captions(root)   # the library call names the file instead of a bare decode error
+  cfg = _cfg(name="video_folder", folder=str(root), frames=4, height=16, width=16,
+             data_dir=str(tmp_path / "tfds"))
+  with caplog.at_level("WARNING", logger=builders.log.name):
+    builder = builders.prepare(cfg)
+  ds = builder.as_data_source(split="train")
+  assert len(ds) == 2 and {ds[i]["file"] for i in range(2)} == {b"good.mp4"}   # the rest is kept
+  md = builder.info.metadata
+  assert (md["num_skipped"], md["num_skipped_captions"], md["num_skipped_videos"]) == (2, 1, 1)
+  reasons = {s["file"]: s["reason"] for s in md["skipped"]}
+  assert "not valid UTF-8: byte 0xe9 at byte offset 5" in reasons["latin1.txt"]
+  assert reasons["latin1.mp4"].startswith("no usable caption") and "latin1.txt" in reasons[
+      "latin1.mp4"]
+  report = json.loads((pathlib.Path(builder.data_dir) / "skipped.json").read_text())
+  assert report["num_skipped_captions"] == 1 and report["skipped"] == md["skipped"]
+  lines = [r.getMessage() for r in caplog.records]
+  assert any("skipping latin1.txt" in m and "UTF-8" in m for m in lines)
+  assert any("skipped 2 file(s)" in m and "1 caption" in m for m in lines)
+
+
+def test_video_folder_identity_follows_the_folder_contents(tmp_path, caplog):
+  root = _tiny_folder(tmp_path / "v", ["a"])
+  cfg = _cfg(name="video_folder", folder=str(root), frames=4, height=16, width=16,
+             data_dir=str(tmp_path / "tfds"))
+  first = builders.prepare(cfg)
+  assert len(first.as_data_source(split="train")) == 2
+  assert builders.make_builder(cfg).builder_config.name == first.builder_config.name  # unchanged
+  assert builders.make_builder(cfg).is_prepared()
+  _tiny_folder(root, ["b"], frames=12)   # a new video: the prepared dataset is now stale
+  stale = builders.make_builder(cfg)
+  assert stale.builder_config.name != first.builder_config.name and not stale.is_prepared()
+  assert builders.older_versions(stale) == [pathlib.Path(first.data_dir).parent]
+  with caplog.at_level("WARNING", logger=builders.log.name):
+    second = builders.prepare(cfg)
+  assert any("changed since it was prepared" in r.getMessage() for r in caplog.records)
+  ds = second.as_data_source(split="train")
+  assert sorted(ds[i]["file"].decode() for i in range(len(ds))) == ["a.mp4"] * 2 + ["b.mp4"] * 3
+  assert second.info.metadata["num_videos"] == 2
+  assert pathlib.Path(first.data_dir).is_dir()    # the old dataset is kept, not overwritten
+  # A changed caption is a changed dataset too.
+  (root / "a.txt").write_text("a different caption, longer")
+  assert builders.make_builder(cfg).builder_config.name != second.builder_config.name
