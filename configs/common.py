@@ -113,3 +113,4 @@ def shrink_for_local(c) -> None:
   c.train.ckpt_every = 3
   c.train.sample_every = 3
   c.train.eval_every = 3
+  c.train.eval_num = 2     # = the two sample prompts: one compiled sampler serves both

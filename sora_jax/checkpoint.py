@@ -85,12 +85,53 @@ class Checkpointer:
         data_iterator.set_state(json.loads(f.read()))
     return step, restored["state"]
 
+  def delete(self, step: int) -> None:
+    self.manager.delete(step)
+
+  def restore_intact(self, abstract_state: Any, data_iterator: Any | None = None,
+                     at_most: int | None = None) -> tuple[int, Any]:
+    """Restores the newest checkpoint (<= at_most) that reads back; damaged ones are moved to
+    `workdir/damaged_checkpoints/<step>` with a message naming them, so the run continues from
+    the newest intact step instead of failing on a raw tensorstore/JSON error."""
+    steps = sorted((s for s in self.all_steps() if at_most is None or s <= at_most),
+                   reverse=True)
+    errors = []
+    for step in steps:
+      try:
+        return self.restore(abstract_state, data_iterator, step=step)
+      except Exception as e:  # noqa: BLE001 - any unreadable piece makes the step damaged
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        errors.append(f"step {step}: {first}")
+        aside = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints", str(step))
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        if jax.process_index() == 0 and os.path.isdir(os.path.join(self.directory, str(step))):
+          os.replace(os.path.join(self.directory, str(step)), aside)
+        log.warning("checkpoint step %d in %s is damaged (%s); moved to %s, trying the previous "
+                    "one", step, self.directory, first, aside)
+        self.manager.reload()
+    raise FileNotFoundError(f"no intact checkpoint in {self.directory}"
+                            + (f" (damaged: {'; '.join(errors)})" if errors else ""))
+
   def restore_params(self, abstract_params: Any, step: int | None = None,
                      key: str = "ema_params") -> Any:
-    """Restores only one entry of the saved state (e.g. EMA params for sampling)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    """Restores only one entry of the saved state (e.g. EMA params for sampling); without a
+    step, the newest checkpoint that reads back (a damaged one is named and skipped)."""
+    if step is not None:
+      return self._restore_entry(abstract_params, step, key)
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    for s in steps:
+      try:
+        return self._restore_entry(abstract_params, s, key)
+      except Exception as e:  # noqa: BLE001 - any unreadable piece makes the step damaged
+        if s == steps[-1]:
+          raise FileNotFoundError(f"no intact checkpoint in {self.directory} (oldest, step {s}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else e!r})") from None
+        log.warning("checkpoint step %d in %s is damaged (%s); using the previous one", s,
+                    self.directory, str(e).splitlines()[0][:200] if str(e) else repr(e))
+
+  def _restore_entry(self, abstract_params: Any, step: int, key: str) -> Any:
     restored = self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.PyTreeRestore(
             item={key: abstract_params},

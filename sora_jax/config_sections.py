@@ -137,7 +137,7 @@ def vae_section(**overrides) -> mlc.ConfigDict:
       disc_layers=3,            # discriminator downsampling layers
       perceptual_weight=0.0,    # weight of the perceptual loss; 0 = off
       perceptual_path="",       # perceptual-loss network weights (local file); "" = none
-      encode_chunk=2,           # latent frames per causal encode/decode chunk; 0 = one pass
+      encode_chunk=0,           # latent frames per inference encode/decode chunk; 0 = one pass
       tile=0,                   # spatial tile size in pixels for encode/decode; 0 = no tiling
       tile_overlap=16,          # pixels of overlap between tiles (blended)
   ), overrides)
@@ -240,7 +240,7 @@ def optim_section(**overrides) -> mlc.ConfigDict:
   ), overrides)
 
 
-@_section()
+@_section(nonfinite=("skip", "halt"))
 def train_section(**overrides) -> mlc.ConfigDict:
   """config.train: the loop (train/loop.py)."""
   return _build("train", dict(
@@ -253,6 +253,8 @@ def train_section(**overrides) -> mlc.ConfigDict:
       keep_checkpoints=3,       # checkpoints kept on disk
       async_checkpoint=True,    # write checkpoints in the background
       dry_run=False,            # compile and report memory / FLOPs, do not train
+      nonfinite="skip",         # a non-finite loss/grad/param: skip (drop the update) | halt
+      max_nonfinite=10,         # skip: halt after this many non-finite steps in a row
   ), overrides)
 
 

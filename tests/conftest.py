@@ -29,3 +29,21 @@ def real_videos_dir():
   if not d.is_dir():
     pytest.skip(f"real videos not found at {d} (CI has ../shared beside the checkout)")
   return d
+
+
+@pytest.fixture(scope="session")
+def t2v_tiny():
+  """A TextToVideo of the tiny runlocal t2v config (untrained VAE, perturbed DiT), 32x32x9."""
+  import numpy as np
+
+  from configs import t2v as t2v_config
+  from sora_jax import runs
+  from sora_jax.pipeline import TextToVideo
+  config = t2v_config.get_config("runlocal,res=32,frames=9").unlock()
+  config.diffusion.latent_scale = 0.9   # what a run would have resolved
+  system = runs.t2v_system(config)
+  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), system.example_batch()))
+  # Non-zero DiT output layers, so the prompt and the noise both reach the pixels.
+  params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape)
+                        .astype(p.dtype), params)
+  return TextToVideo(system, params, on_long="warn")   # runlocal reads 16 tokens

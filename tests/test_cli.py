@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sora_jax.io import video as video_io
+from sora_jax.models import perceptual
 
 ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
 
@@ -20,12 +21,26 @@ def sora(*args, timeout=600):
   return proc.stdout
 
 
+def _tiny_perceptual_weights():
+  rng = np.random.default_rng(1)
+  k = lambda cin, cout: rng.normal(0, 0.5, (3, 3, cin, cout)).astype(np.float32)  # noqa: E731
+  return {"stage0.conv0.kernel": k(3, 4), "stage0.conv0.bias": np.zeros(4, np.float32),
+          "lin0": np.abs(rng.normal(size=4)).astype(np.float32)}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("runs")
   vae_dir, t2v_dir = str(root / "vae"), str(root / "t2v")
+  # The VAE trains with a critic and a perceptual loss whose weights are deleted afterwards:
+  # sampling must build neither (they belong to training).
+  lpips = str(root / "lpips.npz")
+  perceptual.save_perceptual(lpips, _tiny_perceptual_weights())
   sora("train", "--config=configs/vae.py:runlocal,res=32,frames=9", f"--workdir={vae_dir}",
-       "--config.train.steps=4")
+       "--config.train.steps=4", "--config.vae.adv_weight=0.1", "--config.vae.adv_start_step=2",
+       "--config.vae.perceptual_weight=0.1", f"--config.vae.perceptual_path={lpips}",
+       "--config.vae.disc_channels=8", "--config.vae.disc_layers=2")
+  os.remove(lpips)
   sora("train", "--config=configs/t2v.py:runlocal,res=32,frames=9", f"--workdir={t2v_dir}",
        f"--config.vae_workdir={vae_dir}", "--config.train.steps=4",
        f"--config.data.cache_dir={root / 'latents'}", "--config.data.cache_clips=8")
@@ -37,10 +52,26 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
   for d in (vae_dir, t2v_dir):
     assert sorted(os.listdir(os.path.join(d, "checkpoints")))[-1] == "4"
     rows = [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
-    assert rows[-1]["step"] == 4 and np.isfinite(rows[-1]["loss"])
+    train_rows = [r for r in rows if "loss" in r]
+    assert train_rows[-1]["step"] == 4 and np.isfinite(train_rows[-1]["loss"])
     assert os.listdir(os.path.join(d, "videos"))
   cfg = json.load(open(os.path.join(t2v_dir, "config.json")))
   assert cfg["vae_workdir"] == vae_dir
+  # Resolved at the start of the run, before the system was built: inference only reads them.
+  assert cfg["diffusion"]["latent_scale"] > 0
+  assert cfg["vae"] == json.load(open(os.path.join(vae_dir, "config.json")))["vae"]
+  resolved = json.load(open(os.path.join(t2v_dir, "resolved.json")))
+  assert resolved["latent_scale"] == cfg["diffusion"]["latent_scale"]
+  assert resolved["tokens"] == 3 * 2 * 2 and resolved["shift"] > 0
+  rows = [json.loads(line) for line in open(os.path.join(t2v_dir, "metrics.jsonl"))]
+  # Held-out evaluation every train.eval_every steps (runlocal: 3): flow loss on a fixed t grid
+  # and world-evaluator adherence with its chance level.
+  evals = [r for r in rows if "eval/flow_loss" in r]
+  assert [r["step"] for r in evals] == [3, 4]
+  assert {"eval/flow_loss_t0.5", "eval/color", "eval/color_chance"} <= set(evals[-1])
+  assert np.isfinite(evals[-1]["eval/flow_loss"])
+  vae_rows = [json.loads(line) for line in open(os.path.join(vae_dir, "metrics.jsonl"))]
+  assert any("eval/psnr" in r and "eval/ssim" in r for r in vae_rows)
   # The DiT trained on latents its VAE encoded once into the cache.
   assert len(os.listdir(os.path.join(os.path.dirname(t2v_dir), "latents"))) == 1
 
@@ -61,7 +92,7 @@ def test_sample_rejects_impossible_sizes_in_the_users_words(runs):
                          "--frames=6", "--out=/dev/null"], capture_output=True, text=True,
                         env=ENV, timeout=300)
   assert proc.returncode != 0
-  assert "data.frames=6 is not 1 + 4k" in proc.stderr
+  assert "--frames=6 is not 1 + 4k" in proc.stderr
 
 
 def test_eval_vae_writes_metrics(runs):

@@ -3,22 +3,15 @@ import jax
 import numpy as np
 import pytest
 
-from configs import t2v as t2v_config
 from sora_jax import config as config_lib
-from sora_jax.pipeline import TextToVideo, _dummy_batch
-from sora_jax.train.state import unbox
-from sora_jax.train.t2v_task import T2VTask
+from sora_jax import runs
+from sora_jax.pipeline import TextToVideo
+from sora_jax.systems.vae import VAESystem
 
 
 @pytest.fixture(scope="module")
-def t2v():
-  config = t2v_config.get_config("runlocal,res=32,frames=9")
-  task = T2VTask(config)
-  params = unbox(jax.jit(task.init)(jax.random.key(0), _dummy_batch(task)))
-  # Non-zero DiT output layers, so the prompt and the noise both reach the pixels.
-  params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape)
-                        .astype(p.dtype), params)
-  return TextToVideo(config, params, task)
+def t2v(t2v_tiny):
+  return t2v_tiny
 
 
 def test_same_seed_same_video_other_seed_other_video(t2v):
@@ -43,9 +36,31 @@ def test_unseen_sizes_and_durations(t2v):
   assert img.shape == (1, 32, 32, 3)
 
 
-@pytest.mark.parametrize("kw,key", [({"num_frames": 8}, "data.frames"),
-                                    ({"height": 36}, "data.height"),
+@pytest.mark.parametrize("kw,key", [({"num_frames": 8}, "--frames=8"),
+                                    ({"height": 36}, "--height=36"),
                                     ({"width": 40}, "model.patch")])
 def test_impossible_sizes_name_the_argument(t2v, kw, key):
   with pytest.raises(config_lib.ConfigError, match=key.replace(".", r"\.")):
     t2v("a red circle", **kw)
+
+
+def test_ddpm_run_samples_with_any_step_count(t2v):
+  # 61 DDIM steps once gave 62 timesteps (the last -1) and crashed the scan.
+  config = t2v.config.copy_and_resolve_references().unlock()
+  config.diffusion.objective, config.sample.sampler = "eps", "ddim"
+  eps = TextToVideo(runs.t2v_system(config, vae=(t2v.system.vae, t2v.system.vae_params)),
+                    t2v.params, on_long="warn")
+  v = eps("a red circle falls", num_frames=1, num_steps=61)
+  assert v.shape == (1, 32, 32, 3) and v.std() > 0
+
+
+def test_chunked_vae_decode_through_the_public_api(t2v):
+  # vae.encode_chunk > 0: latents decode chunk by chunk (flat memory), equal to one pass.
+  config = t2v.config.copy_and_resolve_references().unlock()
+  config.vae.encode_chunk = 1
+  chunked = TextToVideo(runs.t2v_system(config, vae=(VAESystem(config), t2v.system.vae_params)),
+                        t2v.params, on_long="warn")
+  assert chunked.system.vae.chunked and not t2v.system.vae.chunked
+  a = t2v("a red circle falls", num_steps=2, seed=5)
+  b = chunked("a red circle falls", num_steps=2, seed=5)
+  assert np.abs(a.astype(int) - b.astype(int)).max() <= 1

@@ -41,13 +41,13 @@ def params_digest(params) -> str:
 
 
 def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray], np.ndarray],
-          path: str, *, seed: int = 0, encode_batch: int = 8) -> str:
+          path: str, *, seed: int = 0, encode_batch: int = 8, tokenizer=None) -> str:
   """Encodes `num_clips` clips of `split` with `encode_fn` (video [B,T,H,W,3] -> latents)."""
   cfg = data_cfg.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.batch_size = encode_batch
   it = pipeline.make_iterator(cfg, split, seed=seed, process_index=0, process_count=1,
-                              num_epochs=1)
+                              num_epochs=1, tokenizer=tokenizer)
   parts: dict[str, list] = {k: [] for k in KEYS}
   done = 0
   with tqdm(total=num_clips, desc="caching latents") as bar:

@@ -95,12 +95,13 @@ class Preprocess:
   """One raw example -> model-ready arrays (a grain random map: the rng picks temporal crops)."""
 
   def __init__(self, frames: int, height: int, width: int, caption: str, text_len: int,
-               random_crop: bool = True):
+               random_crop: bool = True, tokenizer=None):
     if caption not in ("short", "detailed", "mixed"):
       raise ValueError(f"config.data.caption={caption!r} is not short, detailed or mixed")
     self.frames, self.height, self.width = frames, height, width
     self.caption, self.text_len, self.random_crop = caption, text_len, random_crop
-    self.tokenizer = tokenizer_lib.get_tokenizer("byte")
+    # The text encoder's own tokenizer (T5: SentencePiece); the bundled encoder reads bytes.
+    self.tokenizer = tokenizer or tokenizer_lib.get_tokenizer("byte")
 
   def __call__(self, ex: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     video = np.asarray(ex["video"])
@@ -138,8 +139,11 @@ def _process(process_index, process_count) -> tuple[int, int]:
 
 def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None = None,
                  process_count: int | None = None, shuffle: bool = True,
-                 num_epochs: int | None = None, drop_remainder: bool = True) -> grain.IterDataset:
+                 num_epochs: int | None = None, drop_remainder: bool = True,
+                 tokenizer=None) -> grain.IterDataset:
   """Per-process batches of `data.batch_size // process_count` examples.
+
+  `tokenizer` turns captions into `tokens`/`text_mask` (default: the bundled byte tokenizer).
 
   `num_epochs=None` takes `data.num_epochs`; 0 repeats forever. `seed` drives the shuffle and
   the temporal crops; the same seed gives the same batches.
@@ -158,7 +162,8 @@ def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None =
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
   ds = ds.random_map(Preprocess(data_cfg.frames, data_cfg.height, data_cfg.width,
-                                data_cfg.caption, data_cfg.text_len, random_crop=shuffle),
+                                data_cfg.caption, data_cfg.text_len, random_crop=shuffle,
+                                tokenizer=tokenizer),
                      seed=seed)
   # Shard whole local batches, round-robin: global batch k is the k-th run of `batch_size`
   # examples of the one shuffled stream, in order, whatever the process count — so N processes
@@ -176,12 +181,12 @@ def make_dataset(data_cfg, split: str, *, seed: int, process_index: int | None =
 
 def make_iterator(data_cfg, split: str, *, seed: int, process_index: int | None = None,
                   process_count: int | None = None, shuffle: bool = True,
-                  num_epochs: int | None = None, drop_remainder: bool = True
-                  ) -> grain.DatasetIterator:
+                  num_epochs: int | None = None, drop_remainder: bool = True,
+                  tokenizer=None) -> grain.DatasetIterator:
   """`iter(make_dataset(...))`: checkpointable with get_state()/set_state()."""
   return iter(make_dataset(data_cfg, split, seed=seed, process_index=process_index,
                            process_count=process_count, shuffle=shuffle, num_epochs=num_epochs,
-                           drop_remainder=drop_remainder))
+                           drop_remainder=drop_remainder, tokenizer=tokenizer))
 
 
 def _is_numeric(x: np.ndarray) -> bool:

@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from sora_jax.diffusion import flow, gaussian, samplers
 
@@ -78,15 +79,22 @@ class Objective:
     return self.shift
 
   def loss(self, model_fn, x0: jax.Array, rng: jax.Array, cond: Any, num_tokens=None,
-           loss_mask: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+           loss_mask: jax.Array | None = None, t: jax.Array | None = None
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`t` [B] in (0, 1] fixes the noise levels (held-out evaluation on a grid of t); for DDPM
+    it maps to the train timestep k = round(t * N) - 1."""
     if self.kind == "flow":
       return flow.flow_loss(model_fn, x0, rng, cond, t_sampling=self.t_sampling,
                             logit_mean=self.logit_mean, logit_std=self.logit_std,
-                            shift=self.shift_for(num_tokens), loss_mask=loss_mask)
+                            shift=self.shift_for(num_tokens), loss_mask=loss_mask, t=t)
+    k = None
+    if t is not None:
+      n = self.num_train_timesteps
+      k = jnp.clip(jnp.round(t * n).astype(jnp.int32) - 1, 0, n - 1)
     return gaussian.gaussian_loss(model_fn, x0, rng, cond, prediction=self.kind,
                                   beta_schedule=self.beta_schedule,
                                   num_train_timesteps=self.num_train_timesteps,
-                                  loss_mask=loss_mask)
+                                  loss_mask=loss_mask, k=k)
 
   def sample_kwargs(self, sample_cfg=None, num_tokens=None) -> dict[str, Any]:
     """Keyword arguments for `samplers.sample` / `samplers.sample_in_chunks`."""

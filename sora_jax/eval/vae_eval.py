@@ -3,29 +3,18 @@ procedural world and, given a folder of real videos, on real footage.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from sora_jax import runs
 from sora_jax.data import pipeline
 from sora_jax.models import vae as vae_lib
 from sora_jax.models.vae import validate_vae_config
-
-
-def load_vae_task(workdir: str, use_ema: bool = True):
-  """(task, params) of a VAE run; params are the EMA weights unless use_ema=False."""
-  from sora_jax.train import export as export_lib
-  from sora_jax.train.loop import load_run_config
-  from sora_jax.train.state import unbox
-  from sora_jax.train.vae_task import VAETask
-  config = load_run_config(workdir)
-  task = VAETask(config)
-  d = config.data
-  dummy = {"video": np.zeros((1, d.frames, d.height, d.width, 3), np.float32)}
-  abstract = unbox(jax.eval_shape(task.init, jax.random.key(0), dummy), apply_constraint=False)
-  params = export_lib.load_params(workdir, abstract, key="ema_params" if use_ema else "params")
-  return task, params
+from sora_jax.systems.vae import VAESystem, to_model_range
 
 
 def compression_ratio(frames: int, height: int, width: int, vae_cfg) -> float:
@@ -33,7 +22,12 @@ def compression_ratio(frames: int, height: int, width: int, vae_cfg) -> float:
   return (frames * height * width * 3) / math.prod(lat)
 
 
-def evaluate(task, params, data_cfg, split: str, num_clips: int) -> dict:
+@functools.lru_cache(maxsize=8)
+def _metrics_fn(system: VAESystem):
+  return jax.jit(system.eval_metrics)
+
+
+def evaluate(system: VAESystem, params, data_cfg, split: str, num_clips: int) -> dict:
   data_cfg = data_cfg.copy_and_resolve_references()
   with data_cfg.unlocked():
     data_cfg.batch_size = min(int(data_cfg.batch_size), num_clips)
@@ -45,7 +39,8 @@ def evaluate(task, params, data_cfg, split: str, num_clips: int) -> dict:
     n = min(len(batch["video"]), num_clips - seen)
     if n <= 0:
       break
-    m = task.eval_metrics(params, {"video": np.asarray(batch["video"][:n])})
+    video = jnp.asarray(to_model_range(batch["video"][:n]))
+    m = {k: float(v) for k, v in _metrics_fn(system)(params, video).items()}
     for k, v in m.items():
       sums[k] = sums.get(k, 0.0) + float(v) * n
     seen += n
@@ -54,7 +49,7 @@ def evaluate(task, params, data_cfg, split: str, num_clips: int) -> dict:
   out = {k: v / seen for k, v in sums.items()}
   out["clips"] = seen
   out["compression_ratio"] = compression_ratio(data_cfg.frames, data_cfg.height,
-                                               data_cfg.width, task.cfg)
+                                               data_cfg.width, system.cfg)
   return out
 
 
@@ -64,19 +59,19 @@ def evaluate_workdir(workdir: str, split: str = "test", num_clips: int = 32,
   """Held-out procedural clips (and a video folder) at the run's size unless overridden: the
   VAE is causal and fully convolutional, so it applies to any 1 + tc*k frames and any size
   divisible by its spatial compression."""
-  task, params = load_vae_task(workdir)
-  data = task.config.data.copy_and_resolve_references()
+  system, params = runs.open_vae(workdir)
+  data = system.config.data.copy_and_resolve_references()
   with data.unlocked():
     data.frames = frames or data.frames
     data.height, data.width = height or data.height, width or data.width
-  validate_vae_config(task.cfg, data.frames, data.height, data.width)
-  result = {"procedural": evaluate(task, params, data, split, num_clips)}
+  validate_vae_config(system.cfg, data.frames, data.height, data.width)
+  result = {"procedural": evaluate(system, params, data, split, num_clips)}
   if folder:
     real = data.copy_and_resolve_references()
     with real.unlocked():
       real.name, real.source, real.folder = "video_folder", "tfds", folder
     from sora_jax.data import builders
     builders.prepare(real)  # idempotent: decodes the folder once into array_record
-    result["video_folder"] = evaluate(task, params, real, "train", num_clips)
+    result["video_folder"] = evaluate(system, params, real, "train", num_clips)
   result["frames"], result["height"], result["width"] = data.frames, data.height, data.width
   return result

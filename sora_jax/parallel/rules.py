@@ -100,6 +100,14 @@ TEXT_RULES: Rules = tuple(("act_seq", None) if name == "act_seq" else (name, ax)
 _TABLES = {"dit": DIT_RULES, "vae": VAE_RULES, "text": TEXT_RULES}
 
 
+def unbox(tree: Any, apply_constraint: bool = True) -> Any:
+  """Strips nn.Partitioned boxes. Pass apply_constraint=False for abstract (eval_shape) trees:
+  the sharding constraint only makes sense on traced values."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  return jax.tree.map(lambda x: x.unbox(apply_constraint=apply_constraint) if is_box(x) else x,
+                      tree, is_leaf=is_box)
+
+
 def rules_for(name: str) -> Rules:
   """The rules table of a model family: 'dit' | 'vae' | 'text'."""
   try:

@@ -1,12 +1,12 @@
 """The training loop shared by every task (VAE, text-to-video, ...).
 
-  config → validate → mesh → task → state from shapes (sharded) → AOT-compiled step →
-  loop (log, checkpoint with the data iterator, periodic videos) → resume from the workdir.
+  config → validate → resolve (train/setup.py) → mesh → recipe (a system + trainer-only parts)
+  → state from shapes (sharded) → AOT-compiled step → loop (log, checkpoint with the data
+  iterator, periodic samples and held-out evaluation) → resume from the workdir.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -16,15 +16,18 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from sora_jax import checkpoint as ckpt_lib
 from sora_jax import config as config_lib
-from sora_jax.data import pipeline
+from sora_jax import runs
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel import rules as rules_lib
-from sora_jax.train import checkpoint as ckpt_lib
+from sora_jax.train import interrupts
 from sora_jax.train import metrics as metrics_lib
+from sora_jax.train import optimizer as optim_lib
+from sora_jax.train import setup as setup_lib
 from sora_jax.train import state as state_lib
 from sora_jax.train import steps as steps_lib
-from sora_jax.train.tasks import make_task
+from sora_jax.train.guard import NonFiniteGuard
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,30 @@ class BuiltStep:
   compiled: Any            # its AOT-compiled executable (memory / cost analyses)
 
 
-def build_step(task, tx, schedule, config, mesh, batch: dict) -> BuiltStep:
+def make_optimizer(recipe, config, batch: dict):
+  """(tx, schedule) for the recipe's params: decay mask and Muon's matrix axes come from the
+  params' logical axis names, each player clipped by its own gradient norm."""
+  boxed_params = jax.eval_shape(recipe.init, jax.random.key(config.seed), batch)
+  return optim_lib.make_optimizer(config.optim, config.train.steps, boxed_params,
+                                  players=getattr(recipe, "players", None))
+
+
+def build_step(recipe, config, mesh, batch: dict) -> BuiltStep:
   """Shapes → shardings → sharded init and AOT-compiled step, for `mesh` and `config.rules`.
 
   Nothing is allocated: `batch` only lends shapes and shardings. Call inside the mesh and
   logical-rules context (Trainer._context) so the models' logical constraints apply.
   """
   rules = rules_lib.rules_for(config.rules)
-  init_fn = state_lib.make_init_fn(task, tx)
+  tx, schedule = make_optimizer(recipe, config, batch)
+  init_fn = state_lib.make_init_fn(recipe, tx)
   boxed = jax.eval_shape(init_fn, jax.random.key(config.seed), batch)
   state_shardings = rules_lib.state_shardings(boxed, mesh, rules)
   abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
                                       state_shardings)
   batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
   init = jax.jit(lambda r, b: state_lib.unbox(init_fn(r, b)), out_shardings=state_shardings)
-  train_step = steps_lib.make_train_step(task, tx, schedule, config.optim.ema_decay)
+  train_step = steps_lib.make_train_step(recipe, tx, schedule, config.optim.ema_decay)
   step_fn, compiled = steps_lib.compile_train_step(
       train_step, abstract, batch, steps_lib.step_rng(config.seed, 0),
       state_shardings=state_shardings, batch_shardings=batch_shardings,
@@ -102,39 +114,46 @@ def check_fits(facts: dict, report: str = "") -> None:
       f"--config.model.remat_policy=nothing_saveable. [{report}]")
 
 
-def save_config(config, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json(indent=2))
-
-
 class Trainer:
   """Builds everything a run needs; `run()` trains, `dry_run()` only compiles and reports."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, *, resume_step: int | None = None,
+               overwrite: bool = False):
     mesh_lib.maybe_initialize_distributed(config.mesh)
-    config_lib.validate(config, jax.device_count(), jax.process_count())
-    self.config, self.workdir = config, workdir
+    config_lib.validate(config, jax.device_count(), jax.process_count(), training=True)
+    self.workdir, self.resume_step = workdir, resume_step
     self.primary = mesh_lib.is_primary()
+    # Before anything is written: another run in this workdir is refused, not clobbered.
+    if self.primary:
+      setup_lib.check_workdir(config, workdir, overwrite=overwrite)
+    # Values resolved from data / other runs are in the config before the system exists.
+    self.config, resolved = setup_lib.resolve(config, workdir)
+    self.resolved = setup_lib.public(resolved)
+    config = self.config
     self.mesh = mesh_lib.make_mesh(config.mesh)
     self.rules = rules_lib.rules_for(config.rules)
-    self.task = make_task(config)
-    self.tx, self.schedule = state_lib.make_optimizer(config.optim, config.train.steps)
-    # A task may bring its own data (the t2v latent cache); otherwise the pixel pipeline.
-    make_iterator = getattr(self.task, "make_iterator", None)
-    self.data_it = (make_iterator(seed=config.seed) if make_iterator else
-                    pipeline.make_iterator(config.data, config.data.split, seed=config.seed))
+    self.recipe = setup_lib.make_recipe(config, resolved)
+    self.data_it = self.recipe.make_iterator(seed=config.seed)
+    self.held_out = (setup_lib.held_out(config, int(config.train.eval_num))
+                     if config.train.eval_every and not config.train.dry_run else None)
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                       async_save=config.train.async_checkpoint)
     self.writer = metrics_lib.MetricWriter(workdir, enabled=self.primary)
+    self.guard = NonFiniteGuard(config.train, workdir, self.ckpt, enabled=self.primary)
+    self._batch_ids: list = []
     if self.primary:
-      save_config(config, workdir)
+      runs.save_config(config, workdir)
+      if self.resolved:  # a record of what the start of the run resolved (also in the log)
+        runs.save_resolved(self.resolved, workdir)
 
   def _context(self):
     return mesh_lib.mesh_and_rules(self.mesh, self.rules)
 
   def _next_batch(self):
-    return self.task.prepare(next(self.data_it), self.mesh)
+    host = next(self.data_it)
+    ids = host.get("seed", host.get("index"))
+    self._batch_ids = [] if ids is None else np.asarray(ids).reshape(-1).tolist()
+    return self.recipe.prepare(host, self.mesh)
 
   def setup(self, init_state: bool = True):
     """State (restored or fresh) and the compiled step. Leaves the iterator where it belongs.
@@ -149,7 +168,7 @@ class Trainer:
       batch = self._next_batch()       # shapes for the abstract state only
       self.data_it.set_state(start)
       t0 = time.time()
-      built = build_step(self.task, self.tx, self.schedule, cfg, self.mesh, batch)
+      built = build_step(self.recipe, cfg, self.mesh, batch)
       self.state_shardings, self.batch_shardings = built.state_shardings, built.batch_shardings
       self.replicated = rules_lib.replicated(self.mesh)
       self.step_fn, self.compiled = built.step_fn, built.compiled
@@ -159,12 +178,29 @@ class Trainer:
       check_fits(self.facts, self.report_facts())
       if not init_state:
         return None
+      self._drop_later_checkpoints()
       if self.ckpt.latest_step() is not None:
-        step, state = self.ckpt.restore(built.abstract, self.data_it)
+        step, state = self.ckpt.restore_intact(built.abstract, self.data_it)
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
       else:
-        state = built.init(jax.random.key(cfg.seed), batch)
+        step, state = 0, built.init(jax.random.key(cfg.seed), batch)
+    # Steps after the restored one are re-run: their old rows would appear twice.
+    self.writer.drop_after(step)
     return state
+
+  def _drop_later_checkpoints(self) -> None:
+    """--resume_step=N: checkpoints after N belong to the abandoned trajectory."""
+    n = self.resume_step
+    if n is None:
+      return
+    steps = self.ckpt.all_steps()
+    if n not in steps:
+      raise FileNotFoundError(f"--resume_step={n}: {self.ckpt.directory} has no checkpoint {n}; "
+                              f"it has {steps or 'none'}")
+    for s in steps:
+      if s > n:
+        log.warning("--resume_step=%d: deleting checkpoint %d", n, s)
+        self.ckpt.delete(s)
 
   def report_facts(self) -> str:
     f = self.facts
@@ -186,27 +222,32 @@ class Trainer:
     pbar = tqdm(total=total, initial=start, disable=not self.primary, dynamic_ncols=True,
                 desc=cfg.task)
     t_last, n_since = time.time(), 0
-    with self._context():
+    with self._context(), interrupts.StopRequests() as stop_request:
       for step in range(start, stop):
         batch = self._next_batch()
         state, metrics = self.step_fn(state, batch, steps_lib.step_rng(cfg.seed, step))
+        # The previous step's finiteness is read while this one runs (no host sync per step).
+        self.guard.check_pending()
         n_since += 1
         done = step + 1
+        self.guard.pending(done, metrics, self._batch_ids)
         if done % cfg.train.log_every == 0 or done == stop:
+          self.guard.check_pending()
           last = {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
-          if not np.isfinite(last["loss"]):
-            raise FloatingPointError(
-                f"loss is {last['loss']} at step {done}; the last good checkpoint is "
-                f"{self.ckpt.latest_step()} in {self.ckpt.directory}")
           rate = n_since / max(time.time() - t_last, 1e-9)
           t_last, n_since = time.time(), 0
           self.writer.write_scalars(done, {**last, "steps_per_s": rate})
           pbar.set_postfix_str(metrics_lib.console_line(done, total, last, rate)
                                .split(" ", 2)[2][:120])
-        if done % cfg.train.ckpt_every == 0 or done == stop:
-          self.ckpt.save(done, state, self.data_it)
+        if (done % cfg.train.ckpt_every == 0 or done == stop or stop_request.requested):
+          self.guard.check_pending()  # never save a state the guard has not seen
+          self.ckpt.save(done, state, self.data_it, force=stop_request.requested)
+        if stop_request.requested:
+          self._interrupted(stop_request, done, pbar)
         if cfg.train.sample_every and (done % cfg.train.sample_every == 0 or done == stop):
           self.visualize(state, batch, done)
+        if self.held_out is not None and (done % cfg.train.eval_every == 0 or done == stop):
+          self.evaluate(state, done)
         pbar.update(1)
     pbar.close()
     self.ckpt.wait()
@@ -215,19 +256,39 @@ class Trainer:
     self.state = state
     return last
 
+  def _interrupted(self, stop_request, done: int, pbar) -> None:
+    pbar.close()
+    self.ckpt.wait()
+    self.writer.flush()
+    message = (f"{stop_request.name()}: stopped after step {done}; checkpoint saved in "
+               f"{self.ckpt.directory}. Run the same command to resume.")
+    if self.primary:
+      print(message, flush=True)
+    raise interrupts.Interrupted(stop_request.signum, message)
+
   def visualize(self, state, batch, step: int) -> None:
-    videos = self.task.visualize(state.ema_params, batch, steps_lib.step_rng(self.config.seed + 1,
-                                                                             step))
+    videos = self.recipe.visualize(state.ema_params, batch,
+                                   steps_lib.step_rng(self.config.seed + 1, step))
     for name, frames in videos.items():
       self.writer.write_video(step, name, np.asarray(frames), fps=self.config.data.fps)
+
+  def evaluate(self, state, step: int) -> dict:
+    """Held-out metrics of the EMA params under `eval/` (fixed clips, noise and t grid)."""
+    with self._context():
+      scalars, videos = self.recipe.evaluate(state.ema_params, self.held_out)
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+    for name, frames in videos.items():
+      self.writer.write_video(step, f"eval_{name}", np.asarray(frames), fps=self.config.data.fps)
+    return scalars
 
   def close(self) -> None:
     self.ckpt.close()
     self.writer.close()
 
 
-def train(config, workdir: str, max_steps: int | None = None) -> dict:
-  trainer = Trainer(config, workdir)
+def train(config, workdir: str, max_steps: int | None = None, *, resume_step: int | None = None,
+          overwrite: bool = False) -> dict:
+  trainer = Trainer(config, workdir, resume_step=resume_step, overwrite=overwrite)
   try:
     if config.train.dry_run:
       trainer.setup(init_state=False)
@@ -237,9 +298,3 @@ def train(config, workdir: str, max_steps: int | None = None) -> dict:
     return trainer.run(max_steps=max_steps)
   finally:
     trainer.close()
-
-
-def load_run_config(workdir: str):
-  import ml_collections as mlc
-  with open(os.path.join(workdir, "config.json")) as f:
-    return mlc.ConfigDict(json.load(f))

@@ -35,6 +35,32 @@ class MetricWriter:
     except ImportError:  # TensorBoard files are a convenience; metrics.jsonl is the record.
       log.info("tensorboardX not installed; writing metrics.jsonl only")
 
+  def drop_after(self, step: int) -> int:
+    """Drops rows past `step` (and a torn last line) from metrics.jsonl, in place.
+
+    A run that restarts from checkpoint `step` re-runs the steps after it: without this their
+    rows would appear twice. Truncating in place keeps the append handle valid."""
+    if not self.enabled:
+      return 0
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    kept, dropped = [], 0
+    with open(path, "r+") as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          dropped += 1
+          continue
+        if int(row.get("step", 0)) <= step:
+          kept.append(line if line.endswith("\n") else line + "\n")
+        else:
+          dropped += 1
+      if dropped:
+        f.seek(0)
+        f.writelines(kept)
+        f.truncate()
+    return dropped
+
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return

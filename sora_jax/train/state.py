@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sora_jax.parallel.rules import unbox  # noqa: F401  (state_lib.unbox for callers)
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -20,14 +22,6 @@ class TrainState:
   params: Any
   opt_state: Any
   ema_params: Any
-
-
-def unbox(tree: Any, apply_constraint: bool = True) -> Any:
-  """Strips nn.Partitioned boxes. Pass apply_constraint=False for abstract (eval_shape) trees:
-  the sharding constraint only makes sense on traced values."""
-  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
-  return jax.tree.map(lambda x: x.unbox(apply_constraint=apply_constraint) if is_box(x) else x,
-                      tree, is_leaf=is_box)
 
 
 def make_init_fn(task, tx: optax.GradientTransformation) -> Callable:

@@ -1,10 +1,11 @@
 """The train step: a pure function (state, batch, rng) -> (state, metrics).
 
-Task-agnostic: a task supplies `loss(params, batch, rng, step)`; the step adds the optimizer,
+Task-agnostic: a recipe supplies `loss(params, batch, rng, step)`; the step adds the optimizer,
 EMA and bookkeeping. Compiled once with explicit in/out shardings and the state donated.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import jax
@@ -14,14 +15,23 @@ import optax
 from sora_jax.train.state import TrainState
 
 
+# Test-only hook: "K" makes the loss and gradients of step K non-finite (tests/train).
+ENV_INJECT_NAN = "SORA_JAX_INJECT_NAN_AT"
+
+
 def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Schedule,
                     ema_decay: float) -> Callable:
+  env = os.environ.get(ENV_INJECT_NAN, "").strip()
+  inject_nan_at = int(env) if env else None
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array):
     def loss_fn(params):
       return task.loss(params, batch, rng, state.step)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if inject_nan_at is not None:  # test hook: a non-finite loss at one step
+      loss = jnp.where(state.step == inject_nan_at, jnp.nan, loss)
+      grads = jax.tree.map(lambda g: jnp.where(state.step == inject_nan_at, jnp.nan, g), grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # EMA warms up (min with (1+step)/(10+step)) so early samples are not dominated by init.
@@ -29,11 +39,18 @@ def make_train_step(task, tx: optax.GradientTransformation, schedule: optax.Sche
     decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
     ema = jax.tree.map(lambda e, p: e + (1.0 - decay) * (p - e).astype(e.dtype),
                        state.ema_params, params)
+    grad_norm, param_norm = optax.global_norm(grads), optax.global_norm(params)
+    # Checked on every step inside the compiled step (two scalars): a non-finite loss, gradient
+    # or updated parameter drops the whole update, so the state — and every checkpoint written
+    # from it — stays finite; the loop counts `finite` and halts by policy.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa
     metrics = dict(metrics)
-    metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(params), lr=schedule(state.step))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema)
+    metrics.update(loss=loss, grad_norm=grad_norm, param_norm=param_norm,
+                   lr=schedule(state.step), finite=finite.astype(jnp.float32))
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              opt_state=keep(opt_state, state.opt_state),
+                              ema_params=keep(ema, state.ema_params))
     return new_state, metrics
 
   return train_step

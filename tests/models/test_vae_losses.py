@@ -10,7 +10,7 @@ import pytest
 
 from sora_jax.eval.recon import psnr, ssim
 from sora_jax.models import perceptual
-from sora_jax.train.vae_task import VAETask
+from sora_jax.train.vae_training import VAETraining
 
 
 def _config(**vae_over):
@@ -47,7 +47,7 @@ def shared(tmp_path_factory):
   """One task with critic and perceptual loss, one compiled step for every task test."""
   path = str(tmp_path_factory.mktemp("perceptual") / "p.npz")
   perceptual.save_perceptual(path, _tiny_weights(np.random.default_rng(1)))
-  task = VAETask(_config(adv_weight=0.5, adv_start_step=START, perceptual_weight=0.5,
+  task = VAETraining(_config(adv_weight=0.5, adv_start_step=START, perceptual_weight=0.5,
                          perceptual_path=path))
   batch = _batch()
   params = nn.unbox(jax.jit(task.init)(jax.random.key(0), batch))
@@ -80,8 +80,8 @@ def test_loss_decreases_on_a_fixed_batch(shared):
   assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3]), losses
   vis = task.visualize(params, batch, jax.random.key(2))["recon"]
   assert vis.dtype == np.uint8 and vis.shape == (5, 16, 32, 3)
-  ev = task.eval_metrics(params, batch)
-  assert ev["psnr"] > 5 and -1 <= ev["ssim"] <= 1
+  ev, videos = task.evaluate(params, batch)
+  assert ev["psnr"] > 5 and -1 <= ev["ssim"] <= 1 and not videos
 
 
 def test_gan_gradients_gate_and_route(shared):
@@ -117,7 +117,7 @@ def test_perceptual_loads_local_weights(tmp_path, ext):
 
 def test_perceptual_missing_file_names_the_key(tmp_path):
   with pytest.raises(FileNotFoundError, match="vae.perceptual_path"):
-    VAETask(_config(perceptual_weight=1.0, perceptual_path=str(tmp_path / "none.npz")))
+    VAETraining(_config(perceptual_weight=1.0, perceptual_path=str(tmp_path / "none.npz")))
 
 
 def test_psnr_and_ssim():

@@ -40,7 +40,8 @@ def _cmd(workdir, mesh, *flags):
   return [sys.executable, "-m", "sora_jax.cli", "train", f"--config={CONFIG}",
           f"--workdir={workdir}", "--config.data.batch_size=8", f"--config.train.steps={STEPS}",
           "--config.train.log_every=1", "--config.train.ckpt_every=2",
-          "--config.train.sample_every=2", "--config.train.async_checkpoint=False",
+          "--config.train.sample_every=2", "--config.train.eval_every=0",
+          "--config.train.async_checkpoint=False",
           f"--config.mesh.data={d}", f"--config.mesh.fsdp={f}", f"--config.mesh.tensor={t}",
           *flags]
 

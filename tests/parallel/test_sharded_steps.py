@@ -23,8 +23,8 @@ from sora_jax.parallel import rules as rules_lib
 from sora_jax.train import inspect as shard_inspect
 from sora_jax.train import loop
 from sora_jax.train import state as state_lib
+from sora_jax.train import setup as setup_lib
 from sora_jax.train import steps as steps_lib
-from sora_jax.train.tasks import make_task
 
 MESHES = {"d8": (8, 1, 1, 1), "d2f4": (2, 4, 1, 1), "d2f2t2": (2, 2, 2, 1), "f2t2c2": (1, 2, 2, 2)}
 STEPS = 3  # step 0 has lr 0 (warmup), so two real updates
@@ -38,14 +38,13 @@ def _mesh(shape):
 
 
 class _Run:
-  """A task, its optimizer and one fixed global batch (host numpy), shared by every mesh."""
+  """A recipe, its optimizer and one fixed global batch (host numpy), shared by every mesh."""
 
   def __init__(self, config, host_batch_fn):
-    self.config = config
-    self.task = make_task(config)
-    self.tx, self.schedule = state_lib.make_optimizer(config.optim, config.train.steps)
+    self.config, self.recipe = setup_lib.recipe_for(config)
     self.rules = rules_lib.rules_for(config.rules)
     self.batch = host_batch_fn(self)
+    self.tx, _ = loop.make_optimizer(self.recipe, self.config, self.batch)
     self.results = {}
 
   def context(self, mesh):
@@ -56,7 +55,7 @@ class _Run:
     mesh = _mesh(shape)
     with self.context(mesh):
       batch = pipeline.to_global(self.batch, mesh)
-      built = loop.build_step(self.task, self.tx, self.schedule, self.config, mesh, batch)
+      built = loop.build_step(self.recipe, self.config, mesh, batch)
       if init_params is None:
         state = built.init(jax.random.key(self.config.seed), batch)
         init_params = jax.device_get(state.params)
@@ -92,7 +91,7 @@ def _t2v_batch(run):
   host = next(pipeline.make_iterator(run.config.data, "train", seed=0))
   mesh = _mesh((1, 1, 1, 1))
   with run.context(mesh):
-    dev = run.task.prepare(host, mesh)
+    dev = run.recipe.prepare(host, mesh)
   return {k: np.asarray(v) for k, v in dev.items()}
 
 
@@ -124,7 +123,8 @@ def _assert_same(ref, got, name):
                              err_msg=f"{name}: loss")
   np.testing.assert_allclose(got["grad_norms"], ref["grad_norms"], rtol=2e-4, atol=1e-6,
                              err_msg=f"{name}: grad norm")
-  chex.assert_trees_all_close(got["params"], ref["params"], rtol=1e-4, atol=1e-6)
+  # atol: adaLN-zero gates sit at ~1e-6, where reassociation alone moves Adam by that much.
+  chex.assert_trees_all_close(got["params"], ref["params"], rtol=1e-4, atol=5e-6)
   # The steps moved the params: equality is not two copies of the init.
   assert ref["losses"][0] != ref["losses"][1]
   moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(ref["params"]),
@@ -145,9 +145,9 @@ def test_dit_step_sharded_equals_one_device(t2v_run, mesh_name):
 @pytest.fixture(scope="module")
 def vae_init(vae_run):
   # One-frame init: conv params do not depend on the clip length, and it compiles faster.
-  task, cfg = vae_run.task, vae_run.config
+  recipe, cfg = vae_run.recipe, vae_run.config
   video = vae_run.batch["video"][:1, :1]
-  return state_lib.unbox(jax.jit(task.init)(jax.random.key(cfg.seed), {"video": video}))
+  return state_lib.unbox(jax.jit(recipe.init)(jax.random.key(cfg.seed), {"video": video}))
 
 
 @pytest.mark.parametrize("mesh_name", list(MESHES))
@@ -157,15 +157,15 @@ def test_vae_step_sharded_equals_one_device(vae_run, vae_init, mesh_name):
   _assert_same(ref, got, mesh_name)
 
 
-class _CountedTask:
-  """The task with its loss wrapped by chex.assert_max_traces: a retrace raises."""
+class _CountedRecipe:
+  """The recipe with its loss wrapped by chex.assert_max_traces: a retrace raises."""
 
-  def __init__(self, task, n):
-    self._task = task
-    self.loss = chex.assert_max_traces(task.loss, n=n)
+  def __init__(self, recipe, n):
+    self._recipe = recipe
+    self.loss = chex.assert_max_traces(recipe.loss, n=n)
 
   def __getattr__(self, name):
-    return getattr(self._task, name)
+    return getattr(self._recipe, name)
 
 
 def test_no_recompilation_across_steps(t2v_run):
@@ -173,14 +173,13 @@ def test_no_recompilation_across_steps(t2v_run):
   mesh = _mesh(MESHES["d2f2t2"])
   it = pipeline.make_iterator(run.config.data, "train", seed=1)
   with run.context(mesh):
-    first = run.task.prepare(next(it), mesh)
-    built = loop.build_step(_CountedTask(run.task, n=1), run.tx, run.schedule, run.config, mesh,
-                            first)
+    first = run.recipe.prepare(next(it), mesh)
+    built = loop.build_step(_CountedRecipe(run.recipe, n=1), run.config, mesh, first)
     state = built.init(jax.random.key(run.config.seed), first)
     # Born sharded over (2,2,2,1), yet the values of the one-device init.
     chex.assert_trees_all_close(jax.device_get(state.params), _reference(run)["init"])
     for step in range(3):  # new data and rng every step, same shapes and shardings
-      batch = first if step == 0 else run.task.prepare(next(it), mesh)
+      batch = first if step == 0 else run.recipe.prepare(next(it), mesh)
       state, _ = built.step_fn(state, batch, steps_lib.step_rng(0, step))
   assert int(state.step) == 3
   assert built.step_fn._cache_size() == 1  # pylint: disable=protected-access
@@ -190,9 +189,10 @@ def test_sampled_video_same_on_one_and_eight_devices(t2v_run):
   run = t2v_run
   params = _reference(run)["params"]
   prompts = ["a red circle bounces to the right", "a blue square falls"]
-  one = t2v_pipeline.TextToVideo(run.config, params, run.task)(prompts, seed=3)
+  system = run.recipe.system
+  one = t2v_pipeline.TextToVideo(system, params)(prompts, seed=3)
   mesh = _mesh(MESHES["d2f2t2"])  # 2 prompts pad to 4 over data*fsdp; CFG pairs make 8 rows
-  sharded = t2v_pipeline.TextToVideo(run.config, params, run.task, mesh=mesh)
+  sharded = t2v_pipeline.TextToVideo(system, params, mesh=mesh)
   eight = sharded(prompts, seed=3)
   assert eight.shape == one.shape == (2, run.config.data.frames, 32, 32, 3)
   assert eight.dtype == np.uint8
@@ -205,9 +205,11 @@ def test_sampled_video_same_on_one_and_eight_devices(t2v_run):
   assert not np.array_equal(other, eight)
 
 
-def test_sharding_golden_file(t2v_run, monkeypatch):
-  # describe_config would build a second T2VTask (a VAE init compile); lend it ours.
-  monkeypatch.setattr(shard_inspect, "make_task", lambda config: t2v_run.task)
+def test_sharding_golden_file(monkeypatch):
+  # Shapes only: no data read and no VAE run (an untrained-VAE init or a latent-scale estimate
+  # would be compute).
+  monkeypatch.setattr(pipeline, "make_iterator", None)
+  monkeypatch.setattr(jax, "jit", None)
   # What `sora-jax shardings --config=configs/t2v.py:runlocal,res=32,frames=9
   # --config.mesh.data=2 --config.mesh.fsdp=2 --config.mesh.tensor=2` prints on 8 devices.
   config = t2v_config.get_config("runlocal,res=32,frames=9")

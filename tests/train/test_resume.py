@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from sora_jax.train import checkpoint as ckpt_lib
+from sora_jax import checkpoint as ckpt_lib
+from sora_jax.train import steps as steps_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = 24
@@ -42,7 +43,8 @@ def _cmd(workdir, *flags):
   return [sys.executable, "-m", "sora_jax.cli", "train", f"--config={CONFIG}",
           f"--workdir={workdir}", "--config.data.batch_size=8", f"--config.train.steps={STEPS}",
           "--config.train.log_every=1", "--config.train.ckpt_every=2",
-          "--config.train.sample_every=0", "--config.train.async_checkpoint=False", *flags]
+          "--config.train.sample_every=0", "--config.train.eval_every=0",
+          "--config.train.async_checkpoint=False", *flags]
 
 
 def _run(cmd, env, timeout=300):
@@ -87,6 +89,23 @@ def _kill_when(proc, cond, what, timeout=300):
   assert proc.returncode == -signal.SIGKILL
 
 
+def _assert_each_step_once(rows):
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(set(steps)), f"metrics.jsonl repeats or reorders steps: {steps}"
+
+
+def _signal_when(proc, cond, sig, what, timeout=300):
+  t0 = time.time()
+  while not cond():
+    if proc.poll() is not None or time.time() - t0 > timeout:
+      proc.kill()
+      pytest.fail(f"the run ended or timed out before {what}:\n{proc.stdout.read()[-4000:]}")
+    time.sleep(0.005)
+  proc.send_signal(sig)
+  out, _ = proc.communicate(timeout=timeout)
+  return proc.returncode, out
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
   return _cache_dir(tmp_path_factory)
@@ -112,9 +131,11 @@ def test_sigkill_mid_run_then_resume_is_identical(reference, tmp_path, cache):
   assert len(killed) < STEPS, "the kill came after the run had finished"
   last_ckpt = max(_committed(workdir))
   _run(_cmd(workdir), _env(cache))
-  resumed = _rows(workdir)[len(killed):]
-  assert resumed[0]["step"] == last_ckpt + 1   # continued from the checkpoint, not from 0
-  assert _losses(_rows(workdir)) == reference[1]  # exact, float for float
+  rows = _rows(workdir)
+  _assert_each_step_once(rows)
+  kept = [r for r in killed if r["step"] <= last_ckpt]
+  assert rows[:len(kept)] == kept               # the rows before the checkpoint survive as-is
+  assert _losses(rows) == reference[1]          # exact, float for float
 
 
 def test_sigkill_during_checkpoint_save_keeps_previous(reference, tmp_path, cache):
@@ -130,9 +151,8 @@ def test_sigkill_during_checkpoint_save_keeps_previous(reference, tmp_path, cach
                           stderr=subprocess.STDOUT)
   _kill_when(proc, saving_6, "the save of step 6 to start")
   assert _committed(workdir) == [2, 4]
-  n_killed = len(_rows(workdir))
   _run(_cmd(workdir), _env(cache))
-  assert _rows(workdir)[n_killed]["step"] == 5   # restored checkpoint 4
+  _assert_each_step_once(_rows(workdir))        # restored checkpoint 4; steps 5.. re-run once
   assert not any("tmp" in n for n in os.listdir(ckpts))   # the torn save was cleaned up
   assert _losses(_rows(workdir)) == reference[1]
 
@@ -145,11 +165,12 @@ def test_checkpoint_from_data8_resumes_on_2x2x2_mesh(reference, tmp_path, cache)
   resume_from = kept[0]
   for step in kept[1:]:   # make the oldest kept checkpoint (saved on data=8) the latest
     shutil.rmtree(os.path.join(workdir, "checkpoints", str(step)))
-  n_before = len(_rows(workdir))
   p = _run(_cmd(workdir, "--config.mesh.data=2", "--config.mesh.fsdp=2",
                 "--config.mesh.tensor=2"), _env(cache))
   assert "'tensor': 2" in p.stdout
-  resumed = _rows(workdir)[n_before:]
+  rows = _rows(workdir)
+  _assert_each_step_once(rows)
+  resumed = [r for r in rows if r["step"] > resume_from]
   assert [r["step"] for r in resumed] == list(range(resume_from + 1, STEPS + 1))
   got = [r["loss"] for r in resumed]
   # The first loss is the restored params' on the new mesh: only summation order differs. Later
@@ -169,5 +190,65 @@ def test_dry_run_reports_memory_for_a_mesh_and_refuses_what_cannot_fit(tmp_path,
   limit_gb = facts["peak_bytes_estimate"] / 2**30 / 2
   p = subprocess.run(_cmd(workdir, "--dry_run", *mesh), cwd=REPO, capture_output=True, text=True,
                      env=_env(cache, SORA_JAX_DEVICE_MEMORY_GB=f"{limit_gb:.9f}"), timeout=300)
-  assert p.returncode != 0
-  assert "MemoryError" in p.stderr and "per device" in p.stderr and "mesh.fsdp" in p.stderr
+  assert p.returncode == 2 and "Traceback" not in p.stderr
+  assert "per device" in p.stderr and "mesh.fsdp" in p.stderr
+
+
+def test_ctrl_c_and_preemption_save_exit_cleanly_and_resume_identically(reference, tmp_path,
+                                                                        cache):
+  workdir = str(tmp_path / "run")
+
+  def popen():
+    return subprocess.Popen(_cmd(workdir), env=_env(cache), cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+  rc, out = _signal_when(popen(), lambda: len(_rows(workdir)) >= 3, signal.SIGINT, "step 3")
+  assert rc == 130 and "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+  assert "SIGINT: stopped after step" in out and "Run the same command to resume" in out
+  stopped = max(_committed(workdir))
+  assert stopped == _rows(workdir)[-1]["step"]      # saved at the step it stopped on
+  rc, out = _signal_when(popen(), lambda: len(_rows(workdir)) >= stopped + 3, signal.SIGTERM,
+                         "three more steps")
+  assert rc == 0 and "SIGTERM: stopped after step" in out, out[-3000:]
+  _run(_cmd(workdir), _env(cache))
+  rows = _rows(workdir)
+  _assert_each_step_once(rows)
+  assert _losses(rows) == reference[1]
+
+
+def test_nonfinite_step_halts_without_saving_and_the_checkpoint_resumes(reference, tmp_path,
+                                                                        cache):
+  workdir = str(tmp_path / "run")
+  p = subprocess.run(_cmd(workdir, "--config.train.nonfinite=halt"), cwd=REPO, text=True,
+                     capture_output=True, timeout=300,
+                     env=_env(cache, **{steps_lib.ENV_INJECT_NAN: "5"}))   # done = step 6
+  assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+  assert "non-finite loss/gradients at step 6" in p.stderr and "--resume_step" in p.stderr
+  assert _committed(workdir) == [2, 4]              # nothing saved from or after the bad step
+  assert json.load(open(os.path.join(workdir, "nonfinite.json")))["step"] == 6
+  _run(_cmd(workdir), _env(cache))                  # checkpoint 4 is finite: resumes exactly
+  assert _losses(_rows(workdir)) == reference[1]
+
+
+def test_damaged_latest_checkpoint_falls_back_and_resume_step_goes_back(reference, tmp_path,
+                                                                        cache):
+  src, want = reference
+  workdir = str(tmp_path / "run")
+  shutil.copytree(src, workdir)
+  latest = max(_committed(workdir))
+  files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(workdir, "checkpoints",
+                                                                    str(latest), "state"))
+           for f in fs]
+  for f in files:                                   # garble the latest step's state
+    with open(f, "wb") as fh:
+      fh.write(b"\x00garbage")
+  p = _run(_cmd(workdir), _env(cache))
+  assert f"checkpoint step {latest}" in p.stderr and "damaged" in p.stderr
+  rows = _rows(workdir)
+  _assert_each_step_once(rows)
+  assert _losses(rows) == want
+  assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", str(latest)))
+  back = min(_committed(workdir))
+  _run(_cmd(workdir, f"--resume_step={back}"), _env(cache))
+  assert min(_committed(workdir)) <= back and _losses(_rows(workdir)) == want
+  _assert_each_step_once(_rows(workdir))

@@ -1,0 +1,157 @@
+"""Text-to-video as a pure system: a DiT denoising spacetime patches of a frozen VAE's latents,
+conditioned on text from a jointly trained encoder (or a frozen T5 loaded from local files).
+
+Everything the system needs is handed to its constructor — the VAE system and params, the
+latent scale training resolved (config.diffusion.latent_scale), frozen text params and the
+tokenizer — so it loads nothing, reads no data and never changes its config. `runs.py` builds
+it from a workdir; the train loop and `inference.TextToVideo` only call its pure functions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sora_jax.data.tokenizer import ByteTokenizer
+from sora_jax.diffusion import samplers
+from sora_jax.diffusion.objective import make_objective
+from sora_jax.models import dit as dit_lib
+from sora_jax.models import text_encoder as text_lib
+from sora_jax.systems.vae import VAESystem
+
+
+def token_grid(latent_shape, patch) -> tuple[int, int, int]:
+  t, h, w = latent_shape[:3]
+  return (t // patch[0], h // patch[1], w // patch[2])
+
+
+class T2VSystem:
+  """init / loss / sample_latents / decode / generate for one t2v config.
+
+  vae_params may be abstract (ShapeDtypeStructs) when only shapes are wanted (`sora-jax
+  shardings`); latent_scale <= 0 (not resolved yet) is allowed then and refused by `encode`.
+  """
+
+  def __init__(self, config, vae: VAESystem, vae_params: Any, *, text_params: Any = None,
+               text_encoder: Any = None, tokenizer: Any = None):
+    self.config = config
+    d = config.data
+    self.vae, self.vae_params = vae, vae_params
+    self.latent_shape = vae.latent_shape(d.frames, d.height, d.width)
+    self.scale = float(config.diffusion.latent_scale)
+    t = config.text
+    self.frozen_text = t.encoder == "t5"
+    if self.frozen_text:
+      if text_encoder is None or tokenizer is None:
+        raise ValueError("text.encoder='t5' needs the frozen encoder, its params and its "
+                         "SentencePiece tokenizer (runs.load_text_encoder reads them from "
+                         "config.text.t5_path)")
+      self.text_encoder, self.text_params = text_encoder, text_params
+      text_width = text_encoder.config.d_model
+    else:
+      self.text_encoder = text_lib.TextEncoder(
+          vocab_size=ByteTokenizer().vocab_size, width=t.width, depth=t.depth, heads=t.heads,
+          max_len=t.max_len)
+      self.text_params = None
+      text_width = t.width
+    self.tokenizer = tokenizer or ByteTokenizer()
+    self.dit = dit_lib.dit_from_config(config.model, in_channels=self.latent_shape[-1],
+                                       text_width=text_width)
+    self.objective = make_objective(config.diffusion)
+
+  # ---- shapes ----------------------------------------------------------------------------
+
+  def num_tokens(self, latent_shape=None) -> int:
+    return int(np.prod(token_grid(latent_shape or self.latent_shape, self.config.model.patch)))
+
+  def example_batch(self, batch: int = 1) -> dict:
+    """The batch the train step sees, as ShapeDtypeStructs."""
+    L = int(self.config.text.max_len)
+    return {"latents": jax.ShapeDtypeStruct((batch, *self.latent_shape), jnp.float32),
+            "tokens": jax.ShapeDtypeStruct((batch, L), jnp.int32),
+            "text_mask": jax.ShapeDtypeStruct((batch, L), jnp.bool_)}
+
+  # ---- data → latents --------------------------------------------------------------------
+
+  def encode(self, video):
+    """Pixels [-1, 1] → scaled latents (what the DiT models); jittable."""
+    if self.scale <= 0:
+      raise ValueError("config.diffusion.latent_scale is not resolved (0): build the system "
+                       "from a run directory, or let training estimate it first")
+    return self.vae.encode(self.vae_params, video) * self.scale
+
+  def encode_prompts(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    ids, mask = self.tokenizer.encode(list(prompts), int(self.config.text.max_len))
+    return np.asarray(ids, np.int32), np.asarray(mask, bool)
+
+  # ---- model ------------------------------------------------------------------------------
+
+  def _context(self, params, tokens, mask):
+    if self.frozen_text:
+      ctx = self.text_encoder.apply({"params": self.text_params}, tokens, mask)
+      return jax.lax.stop_gradient(ctx)
+    return self.text_encoder.apply({"params": params["text"]}, tokens, mask)
+
+  def model_fn(self, params):
+    def fn(x, t, cond):
+      ctx, mask = cond
+      return self.dit.apply({"params": params["dit"]}, x, t, context=ctx, context_mask=mask)
+    return fn
+
+  def init(self, rng, batch):
+    r_text, r_dit = jax.random.split(rng)
+    lat, tokens, mask = batch["latents"], batch["tokens"], batch["text_mask"]
+    params = {}
+    if self.frozen_text:
+      ctx = self._context(None, tokens, mask)
+    else:
+      params["text"] = self.text_encoder.init(r_text, tokens, mask)["params"]
+      ctx = self.text_encoder.apply({"params": params["text"]}, tokens, mask)
+    t = jnp.zeros((lat.shape[0],), jnp.float32)
+    params["dit"] = self.dit.init(r_dit, lat, t, context=ctx, context_mask=mask)["params"]
+    return params
+
+  def loss(self, params, batch, rng, step=None, t=None):
+    """Caption dropout + the objective's loss. `t` [B] fixes the timesteps (held-out eval)."""
+    del step
+    r_drop, r_loss = jax.random.split(rng)
+    tokens, mask = batch["tokens"], batch["text_mask"]
+    if t is None:
+      tokens, mask = text_lib.drop_text(r_drop, tokens, mask, self.config.text.drop_prob)
+    ctx = self._context(params, tokens, mask)
+    loss, metrics = self.objective.loss(self.model_fn(params), batch["latents"], r_loss,
+                                        (ctx, mask), self.num_tokens(), t=t)
+    return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
+
+  # ---- sampling ---------------------------------------------------------------------------
+
+  def sample_latents(self, params, tokens, mask, rng, *, latent_shape=None, num_steps=None,
+                     guidance_scale=None):
+    """Scaled latents for a batch of tokenised prompts, CFG batched; jittable."""
+    shape = tuple(latent_shape or self.latent_shape)
+    b = tokens.shape[0]
+    ctx = self._context(params, tokens, mask)
+    null_tokens, null_mask = text_lib.null_text(b, tokens.shape[1])
+    uctx = self._context(params, null_tokens, null_mask)
+    noise = jax.random.normal(rng, (b, *shape), jnp.float32)
+    kw = self.objective.sample_kwargs(self.config.sample, self.num_tokens(shape))
+    if num_steps is not None:
+      kw["num_steps"] = int(num_steps)
+    if guidance_scale is not None:
+      kw["guidance_scale"] = guidance_scale
+    return samplers.sample(self.model_fn(params), noise, cond=(ctx, mask),
+                           uncond=(uctx, null_mask), **kw)
+
+  def decode(self, latents):
+    """Scaled latents → pixels in [-1, 1], one pass; jittable."""
+    return self.vae.decode(self.vae_params, latents / self.scale)
+
+  def decode_long(self, latents):
+    """decode() through the chunked/tiled VAE (vae.encode_chunk / tile): flat memory."""
+    return self.vae.decode_long(self.vae_params, latents / self.scale)
+
+  def generate(self, params, tokens, mask, rng, **kw):
+    """Prompts → pixels [-1, 1] in one jittable function (sampling + one-pass decode)."""
+    return self.decode(self.sample_latents(params, tokens, mask, rng, **kw))

@@ -1,0 +1,129 @@
+"""Training text-to-video: the T2VSystem's loss on latents, fed by the pixel pipeline (frozen
+VAE encode in `prepare`, outside the differentiated step) or by a cache of latents.
+
+Periodic held-out evaluation: the flow loss at a fixed grid of noise levels with fixed noise
+(comparable across steps and runs), and prompt adherence of EMA samples on held-out captions
+scored by the world evaluator against chance (the same videos scored against other captions).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sora_jax.data import pipeline
+from sora_jax.eval import worlds as world_eval
+from sora_jax.systems.t2v import T2VSystem
+from sora_jax.systems.vae import to_model_range, to_uint8
+
+# Noise levels of the held-out loss: the same for every eval, so its curve compares steps.
+EVAL_T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class T2VTraining:
+  players = None
+
+  def __init__(self, config, system: T2VSystem):
+    self.config = config
+    self.system = system
+
+  # ---- data → device ---------------------------------------------------------------------
+
+  def make_iterator(self, *, seed: int, process_index=None, process_count=None):
+    """Pixels through the VAE every step, or (data.cache_dir set) a cache of latents."""
+    d = self.config.data
+    if not d.cache_dir:
+      return pipeline.make_iterator(d, d.split, seed=seed, process_index=process_index,
+                                    process_count=process_count, tokenizer=self.system.tokenizer)
+    from sora_jax.data import latent_cache
+    sys = self.system
+    description = {"vae": os.path.abspath(self.config.vae_workdir or "untrained"),
+                   "vae_params": latent_cache.params_digest(sys.vae_params),
+                   "latent_scale": sys.scale,
+                   "vae_cfg": self.config.vae.to_dict(), "split": d.split, "n": d.cache_clips,
+                   "text": [self.config.text.encoder, self.config.text.t5_path],
+                   **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",
+                                        "fps", "caption", "text_len")}}
+    path = latent_cache.cache_path(d.cache_dir, description)
+    if not os.path.exists(path):
+      latent_cache.build(d, d.split, int(d.cache_clips), self._encode_host, path, seed=seed,
+                         tokenizer=sys.tokenizer)
+    return iter(latent_cache.make_dataset(path, d.batch_size, seed=seed,
+                                          process_index=process_index,
+                                          process_count=process_count))
+
+  @functools.cached_property
+  def _encode(self):
+    return jax.jit(self.system.encode)
+
+  def _encode_host(self, video):
+    return self._encode(jnp.asarray(to_model_range(video)))
+
+  def prepare(self, host_batch: dict, mesh) -> dict:
+    if "latents" in host_batch:  # from the latent cache: nothing left to encode
+      return pipeline.to_global({k: host_batch[k] for k in ("latents", "tokens", "text_mask")},
+                                mesh)
+    g = pipeline.to_global({k: host_batch[k] for k in ("video", "tokens", "text_mask")}, mesh)
+    return {"latents": self._encode(g["video"]), "tokens": g["tokens"],
+            "text_mask": g["text_mask"]}
+
+  # ---- the differentiated part ------------------------------------------------------------
+
+  def init(self, rng, batch):
+    return self.system.init(rng, batch)
+
+  def loss(self, params, batch, rng, step):
+    return self.system.loss(params, batch, rng, step)
+
+  # ---- periodic outputs -------------------------------------------------------------------
+
+  @functools.cached_property
+  def _generate(self):
+    return jax.jit(self.system.generate)
+
+  @functools.cached_property
+  def _held_out_loss(self):
+    def fn(params, batch, rng):
+      b = batch["latents"].shape[0]
+      losses = [self.system.loss(params, batch, rng, t=jnp.full((b,), t, jnp.float32))[0]
+                for t in EVAL_T_GRID]
+      return jnp.stack(losses)
+    return jax.jit(fn)
+
+  def _videos(self, params, prompts: list[str], rng) -> np.ndarray:
+    tokens, mask = self.system.encode_prompts(prompts)
+    return to_uint8(self._generate(params, jnp.asarray(tokens), jnp.asarray(mask), rng))
+
+  def visualize(self, params, batch, rng) -> dict[str, np.ndarray]:
+    del batch
+    n = max(1, int(self.config.train.eval_num))
+    prompts = list(self.config.sample.prompts)[:2]
+    # Padded to the eval batch: one compiled sampler serves samples and evaluations.
+    padded = (prompts * n)[:max(n, len(prompts))]
+    frames = self._videos(params, padded, rng)[:len(prompts)]
+    return {"sample": np.concatenate(list(frames), axis=2)}  # prompts side by side
+
+  def evaluate(self, params, held_out: dict) -> tuple[dict, dict]:
+    """{'flow_loss', 'flow_loss_t0.1', ..., 'color', 'color_chance', ...}, {'samples': video}."""
+    captions = [str(c) for c in held_out["caption"]]   # short captions: the evaluator's specs
+    tokens, mask = self.system.encode_prompts(captions)
+    video = jnp.asarray(to_model_range(held_out["video"]))
+    batch = {"latents": self._encode(video), "tokens": jnp.asarray(tokens),
+             "text_mask": jnp.asarray(mask)}
+    losses = np.asarray(self._held_out_loss(params, batch, jax.random.key(0)))
+    out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(EVAL_T_GRID, losses)}
+    out["flow_loss"] = float(losses.mean())
+    videos = {}
+    if self.config.data.name == "shapes_world":  # adherence needs the world's ground truth
+      frames = self._videos(params, captions, jax.random.key(1))
+      scores = world_eval.score_videos(list(frames), captions, fps=self.config.data.fps)
+      chance = world_eval.score_videos(list(frames), captions[1:] + captions[:1],
+                                       fps=self.config.data.fps)
+      for k in ("color", "shape", "direction", "overall"):
+        if k in scores:
+          out[k], out[f"{k}_chance"] = float(scores[k]), float(chance[k])
+      videos["samples"] = np.concatenate(list(frames[:4]), axis=2)
+    return out, videos
