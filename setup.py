@@ -28,12 +28,15 @@ setup(
         "sentencepiece>=0.2",
         "scipy>=1.11",
         "tensorboardX>=2.6",
+        # Every video carries C2PA content credentials (sora_jax/io/provenance.py); pinned
+        # below 0.39 because webm sidecars call two functions of its native library directly.
+        "c2pa-python>=0.38.1,<0.39",
+        "cryptography>=41",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90"],
         "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel", "matplotlib"],
         "experiments": ["matplotlib"],
-        "provenance": ["c2pa-python", "opencv-python-headless", "PyWavelets"],
     },
     entry_points={"console_scripts": ["sora-jax=sora_jax.cli:main"]},
 )

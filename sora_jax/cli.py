@@ -29,10 +29,12 @@ import logging
 import os
 import sys
 
+import numpy as np
+
 from absl import app, flags
 from ml_collections import config_flags
 
-COMMANDS = ("train", "sample", "eval", "data", "flops", "shardings", "demo")
+COMMANDS = ("train", "sample", "eval", "data", "flops", "shardings", "demo", "keys", "verify")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:args].",
                                           lock_config=True)
@@ -52,6 +54,24 @@ _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
 _FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
 _TRAIN = flags.DEFINE_bool("train", False, "demo: train both stages from scratch first.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "sample/demo: replace an existing --out; "
+                               "train: delete another run found in --workdir and start afresh.")
+_RESUME_STEP = flags.DEFINE_integer("resume_step", None, "train: resume from this checkpoint "
+                                    "(later ones are deleted) instead of the latest.")
+_UNSIGNED = flags.DEFINE_bool("unsigned", False, "Write without C2PA credentials (no key needed).")
+_NO_PROMPT_IN_MANIFEST = flags.DEFINE_bool("no_prompt_in_manifest", False,
+                                           "Leave the prompt out of the C2PA manifest.")
+_SAFETY_POLICY = flags.DEFINE_string("safety_policy", "", "Prompt classifier: '' (the bundled "
+                                     "policy), a policy .json, or module:attr.")
+_FRAME_HOOK = flags.DEFINE_multi_string("frame_hook", [], "module:attr of a frame hook run on "
+                                        "decoded frames before writing (repeatable).")
+_LONG_PROMPT = flags.DEFINE_enum("long_prompt", "error", ["error", "warn"],
+                                 "A prompt longer than the text encoder takes: error or cut.")
+_KEYS_DIR = flags.DEFINE_string("keys_dir", None, "keys init: where to write the test key.")
+_TRUST = flags.DEFINE_string("trust", None, "verify: a certificate to trust (PEM).")
+
+
+USER_ERRORS: tuple[type, ...] = ()
 
 
 def _require(flag, name: str):
@@ -67,19 +87,26 @@ def cmd_train(argv):
     with config.unlocked():
       config.train.dry_run = True
   workdir = _WORKDIR.value or os.path.join("workdirs", config.task)
-  result = loop.train(config, workdir, max_steps=_MAX_STEPS.value)
+  result = loop.train(config, workdir, max_steps=_MAX_STEPS.value, resume_step=_RESUME_STEP.value,
+                      overwrite=_OVERWRITE.value)
   print(json.dumps({k: v for k, v in result.items() if isinstance(v, (int, float))}))
 
 
+def _sample_request() -> dict:
+  """The sampling flags as a sample_job request (validated there, before any work)."""
+  return dict(prompt=_PROMPT.value, out=_OUT.value or "video.mp4", num_frames=_FRAMES.value,
+              height=_HEIGHT.value, width=_WIDTH.value, num_steps=_STEPS.value,
+              guidance_scale=_GUIDANCE.value, seed=_SEED.value, overwrite=_OVERWRITE.value,
+              unsigned=_UNSIGNED.value, prompt_in_manifest=not _NO_PROMPT_IN_MANIFEST.value,
+              safety_policy=_SAFETY_POLICY.value, frame_hooks=tuple(_FRAME_HOOK.value),
+              on_long=_LONG_PROMPT.value)
+
+
 def cmd_sample(argv):
-  from sora_jax import pipeline
+  from sora_jax import sample_job
   workdir = _require(_WORKDIR, "workdir")
-  t2v = pipeline.TextToVideo.from_workdir(workdir)
-  out = _OUT.value or "video.mp4"
-  t2v.save(t2v(_PROMPT.value, num_frames=_FRAMES.value, height=_HEIGHT.value,
-               width=_WIDTH.value, num_steps=_STEPS.value, guidance_scale=_GUIDANCE.value,
-               seed=_SEED.value), out, prompt=_PROMPT.value)
-  print(f"wrote {out}")
+  report = sample_job.run_from_workdir(workdir, **_sample_request())
+  print(f"wrote {report['path']}")
 
 
 def cmd_eval(argv):
@@ -137,13 +164,63 @@ def cmd_shardings(argv):
 
 def cmd_demo(argv):
   from sora_jax import demo
-  out = _OUT.value or "outputs/demo.mp4"
-  path = demo.run(prompt=_PROMPT.value, out=out, seed=_SEED.value,
-                  workdir=_WORKDIR.value, train=_TRAIN.value)
-  print(f"wrote {path}")
+  request = _sample_request()
+  request["out"] = _OUT.value or "outputs/demo.mp4"
+  report = demo.run(workdir=_WORKDIR.value, train=_TRAIN.value, **request)
+  print(f"wrote {report['path']}")
+
+
+def cmd_keys(argv):
+  what = argv[1] if len(argv) > 1 else None
+  if what != "init":
+    raise app.UsageError("usage: sora-jax keys init [--keys_dir=D] [--overwrite]")
+  from sora_jax.io import provenance
+  cert, key = provenance.init_keys(_KEYS_DIR.value, overwrite=_OVERWRITE.value)
+  print(f"wrote a local ES256 test certificate {cert} and key {key}")
+
+
+def cmd_verify(argv):
+  if len(argv) < 2:
+    raise app.UsageError("usage: sora-jax verify FILE [--trust=CERT]")
+  from sora_jax.io import provenance, video as video_io, watermark
+  path = argv[1]
+  if not os.path.isfile(path):
+    raise app.UsageError(f"{path}: no such file")
+  report = provenance.verify(path, trust_anchors=_TRUST.value)
+  try:
+    if path.lower().endswith((".png", ".jpg", ".jpeg")):
+      from PIL import Image
+      frames = np.asarray(Image.open(path).convert("RGB"))[None]
+    else:
+      frames = video_io.read_video(path)[0]
+    payload, confidence, _ = watermark.extract(frames)
+    report["watermark"] = {"payload": f"{payload:#x}", "confidence": round(float(confidence), 4)}
+  except Exception as e:  # noqa: BLE001 - an unreadable file still gets its C2PA verdict
+    report["watermark"] = {"error": str(e)}
+  print(json.dumps(report, indent=2, default=str))
+  if not report["valid"]:
+    sys.exit(1)
+
+
+def _user_errors() -> tuple[type, ...]:
+  from sora_jax import config as config_lib, runs, safety
+  from sora_jax.data.prompts import PromptError
+  from sora_jax.io.outputs import OutputError
+  from sora_jax.train.guard import NonFiniteError
+  from sora_jax.train.setup import WorkdirConflict
+  return (config_lib.ConfigError, runs.RunError, PromptError, OutputError, WorkdirConflict,
+          safety.PromptRefused, NonFiniteError, MemoryError, FloatingPointError,
+          FileNotFoundError, FileExistsError, ValueError)
+
+
+def _exit_code(e: BaseException) -> int:
+  from sora_jax import safety
+  return safety.EXIT_REFUSED if isinstance(e, safety.PromptRefused) else 2
 
 
 def _dispatch(argv):
+  global USER_ERRORS
+  USER_ERRORS = _user_errors()
   # Library chatter (backend probing, orbax internals) would bury the progress line.
   for name in ("absl", "jax", "orbax", "grain", "tensorflow_datasets"):
     logging.getLogger(name).setLevel(logging.WARNING)
@@ -151,8 +228,16 @@ def _dispatch(argv):
   jax.config.update("jax_threefry_partitionable", True)
   command = argv[1]
   rest = [argv[0]] + argv[2:]
-  {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data,
-   "flops": cmd_flops, "shardings": cmd_shardings, "demo": cmd_demo}[command](rest)
+  commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data,
+              "flops": cmd_flops, "shardings": cmd_shardings, "demo": cmd_demo,
+              "keys": cmd_keys, "verify": cmd_verify}
+  try:
+    commands[command](rest)
+  except USER_ERRORS as e:  # the user's words, one line, no traceback
+    if os.environ.get("SORA_JAX_DEBUG"):
+      raise
+    print(f"sora-jax {command}: error: {e}", file=sys.stderr)
+    sys.exit(_exit_code(e))
 
 
 def main(argv=None):

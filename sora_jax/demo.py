@@ -28,45 +28,43 @@ def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> s
 
 def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:
   """EMA weights + configs of both stages into out_dir/{vae,t2v}, with relative links."""
-  import jax
-  from sora_jax.pipeline import _dummy_batch
-  from sora_jax.train import export as export_lib
-  from sora_jax.train.loop import load_run_config
-  from sora_jax.train.state import unbox
-  from sora_jax.train.t2v_task import T2VTask
-  from sora_jax.eval.vae_eval import load_vae_task
-  vae_task, _ = load_vae_task(vae_dir)
-  d = vae_task.config.data
-  dummy = {"video": np.zeros((1, d.frames, d.height, d.width, 3), np.float32)}
-  vae_abstract = unbox(jax.eval_shape(vae_task.init, jax.random.key(0), dummy),
-                       apply_constraint=False)
+  from sora_jax import runs
+  vae_system, _ = runs.open_vae(vae_dir)
   # float16 on disk halves what ships in git; loading casts back to the model's dtype.
-  export_lib.export(vae_dir, os.path.join(out_dir, "vae"), vae_abstract, dtype=np.float16)
-  cfg = load_run_config(t2v_dir)
-  task = T2VTask(cfg)
-  abstract = unbox(jax.eval_shape(task.init, jax.random.key(0), _dummy_batch(task)),
-                   apply_constraint=False)
-  export_lib.export(t2v_dir, os.path.join(out_dir, "t2v"), abstract, dtype=np.float16,
-                    config_updates={"vae_workdir": "../vae"})
+  runs.export(vae_dir, os.path.join(out_dir, "vae"),
+              {"vae": runs.abstract_vae_params(vae_system)}, dtype=np.float16)
+  t2v_system = runs.t2v_system(runs.load_config(t2v_dir, kind="t2v"), abstract=True)
+  runs.export(t2v_dir, os.path.join(out_dir, "t2v"), runs.abstract_t2v_params(t2v_system),
+              dtype=np.float16, config_updates={"vae_workdir": "../vae"})
   return out_dir
 
 
-def run(prompt: str, out: str, seed: int = 0, workdir: str | None = None,
-        train: bool = False) -> str:
-  """Writes the video for `prompt` to `out` and returns its path."""
+def run(prompt: str, out: str, *, workdir: str | None = None, train: bool = False,
+        safety_policy: str = "", frame_hooks=(), on_long: str = "error", **kw) -> dict:
+  """Writes the labelled video for `prompt` to `out` and returns the write report.
+
+  Takes every sampling option `sora-jax sample` takes. The demo is the first thing a newcomer
+  runs, so without a signing key it makes the local test key (`sora-jax keys init`) and says so,
+  instead of refusing; `sample` refuses.
+  """
+  from sora_jax import runs, sample_job
+  from sora_jax.io import provenance
   from sora_jax.pipeline import TextToVideo
-  from sora_jax.train import export as export_lib
+  if not kw.get("unsigned") and provenance.find_keys() is None:
+    cert, _ = provenance.init_keys()
+    print(f"made a local C2PA test key to sign outputs ({cert}; `sora-jax keys init`)")
+  classifier, hooks = sample_job.preflight(
+      prompt, out, num_frames=kw.get("num_frames"), overwrite=kw.get("overwrite", False),
+      unsigned=kw.get("unsigned", False), safety_policy=safety_policy, frame_hooks=frame_hooks)
   if train:
     train_and_export(workdir or "workdirs/demo")
   run_dir = workdir and os.path.join(workdir, "t2v")
-  if not run_dir or not os.path.exists(os.path.join(run_dir, "config.json")):
+  if not run_dir or not runs.has_config(run_dir):
     run_dir = os.path.join(ASSETS, "t2v")
-  if not export_lib.has_export(run_dir) and not os.path.isdir(os.path.join(run_dir,
-                                                                           "checkpoints")):
+  if not runs.has_export(run_dir) and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise FileNotFoundError(
         f"no demo model at {run_dir}; make one with `sora-jax demo --train` (about an hour on "
         f"2 CPU cores) or pass --workdir of a `sora-jax train` run with a t2v/ stage")
-  t2v = TextToVideo.from_workdir(run_dir)
-  frames = t2v(prompt, seed=seed)
-  t2v.save(frames, out, prompt=prompt)
-  return out
+  system, params = runs.open_t2v(run_dir)
+  t2v = TextToVideo(system, params, classifier=classifier, on_long=on_long)
+  return sample_job.run(t2v, prompt, out, hooks=hooks, **kw)

@@ -27,43 +27,76 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from sora_jax import config as config_lib
-from sora_jax.models import vae as vae_lib
+from sora_jax import runs
+from sora_jax import safety
+from sora_jax.data import prompts as prompt_checks
+from sora_jax.io import outputs
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel import rules as rules_lib
+from sora_jax.systems.t2v import T2VSystem
+
+# The sampler's size arguments in the words of the CLI and of __call__ (errors name these).
+SIZE_FLAGS = {"data.frames": "--frames", "data.height": "--height", "data.width": "--width"}
+
+
+def _positive(value, default: int, flag: str) -> int:
+  """None → the default; anything but a positive integer is an error naming the flag."""
+  if value is None:
+    return int(default)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise config_lib.ConfigError(f"{flag}={value!r} must be a positive integer")
+  return int(value)
 
 
 class TextToVideo:
+  """Prompts → uint8 video with a T2VSystem and its params; imports nothing from training.
 
-  def __init__(self, config, params, task=None, mesh=None):
-    from sora_jax.train.t2v_task import T2VTask
-    self.config = config
-    self.task = task or T2VTask(config)
+  Every prompt passes the safety classifier (`safety.py`; `classifier=` replaces the default
+  policy) and the prompt checks of `data/prompts.py` (UTF-8, not empty, within the text
+  encoder's length: `on_long='error'|'warn'`) before anything is sampled.
+  """
+
+  def __init__(self, system: T2VSystem, params, mesh=None, *, classifier=None,
+               on_long: str = "error"):
+    self.system = system
+    self.config = system.config
     self.mesh = mesh
+    self.classifier, self.on_long = classifier, on_long
     self._sharded: dict = {}
     if mesh is not None:
-      self.rules = rules_lib.rules_for(config.rules)
-      boxed = jax.eval_shape(self.task.init, jax.random.key(0), _dummy_batch(self.task))
+      self.rules = rules_lib.rules_for(self.config.rules)
+      boxed = jax.eval_shape(system.init, jax.random.key(0), system.example_batch())
       self.param_shardings = rules_lib.logical_to_sharding(boxed, mesh, self.rules)
       params = jax.device_put(params, self.param_shardings)
     self.params = params
 
   @classmethod
-  def from_workdir(cls, workdir: str, step: int | None = None, use_ema: bool = True, mesh=None):
-    from sora_jax.train import export as export_lib
-    from sora_jax.train.loop import load_run_config
-    from sora_jax.train.state import unbox
-    from sora_jax.train.t2v_task import T2VTask
-    if not os.path.exists(os.path.join(workdir, "config.json")):
-      raise FileNotFoundError(f"{workdir} has no config.json: is it a `sora-jax train` workdir?")
-    config = load_run_config(workdir)
-    with config.unlocked():
-      config.vae_workdir = export_lib.resolve_run_path(config.vae_workdir, workdir)
-    task = T2VTask(config)
-    abstract = unbox(jax.eval_shape(task.init, jax.random.key(0), _dummy_batch(task)),
-                     apply_constraint=False)
-    params = export_lib.load_params(workdir, abstract, step=step,
-                                    key="ema_params" if use_ema else "params")
-    return cls(config, params, task, mesh=mesh)
+  def from_workdir(cls, workdir: str, step: int | None = None, use_ema: bool = True, mesh=None,
+                   **kw):
+    system, params = runs.open_t2v(workdir, use_ema=use_ema, step=step)
+    return cls(system, params, mesh=mesh, **kw)
+
+  def check_prompts(self, prompts: list[str]) -> list[str]:
+    """Text (UTF-8, not empty, length), then the safety policy; raises PromptError or
+    PromptRefused."""
+    prompts = prompt_checks.check_prompts(prompts, self.system.tokenizer,
+                                          int(self.config.text.max_len), on_long=self.on_long)
+    safety.check_prompt(prompts, self.classifier)
+    return prompts
+
+  def sizes(self, num_frames=None, height=None, width=None, num_steps=None,
+            guidance_scale=None) -> tuple[tuple[int, ...], int, float]:
+    """(latent shape, steps, guidance) for the request, every value checked and named by its
+    flag: `--frames 0` is an error, not 'the default'."""
+    d, s = self.config.data, self.config.sample
+    shape = self.latent_shape(_positive(num_frames, d.frames, "--frames"),
+                              _positive(height, d.height, "--height"),
+                              _positive(width, d.width, "--width"))
+    steps = _positive(num_steps, s.steps, "--steps")
+    guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
+    if not math.isfinite(guidance):
+      raise config_lib.ConfigError(f"--guidance={guidance_scale!r} must be a finite number")
+    return shape, steps, guidance
 
   def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, ...]:
     cfg = self.config.copy_and_resolve_references()
@@ -71,35 +104,46 @@ class TextToVideo:
       cfg.data.frames, cfg.data.height, cfg.data.width = num_frames, height, width
       cfg.data.batch_size = 1
       cfg.mesh.data = -1
-    config_lib.check_video_geometry(cfg)  # names the argument and the fix
-    return vae_lib.latent_shape(num_frames, height, width, self.task.vae_cfg)
+    config_lib.check_video_geometry(cfg, flag_names=SIZE_FLAGS)  # names the argument, the fix
+    return self.system.vae.latent_shape(num_frames, height, width)
 
-  @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-  def _generate(self, params, tokens, mask, rng, latent_shape, num_steps, guidance_scale):
-    return self.task.generate(params, tokens, mask, rng, latent_shape=latent_shape,
-                              num_steps=num_steps, guidance_scale=guidance_scale)
+  @functools.partial(jax.jit, static_argnums=(0, 5, 6, 7, 8))
+  def _generate(self, params, tokens, mask, rng, latent_shape, num_steps, guidance_scale,
+                decode):
+    kw = dict(latent_shape=latent_shape, num_steps=num_steps, guidance_scale=guidance_scale)
+    if decode:
+      return self.system.generate(params, tokens, mask, rng, **kw)
+    return self.system.sample_latents(params, tokens, mask, rng, **kw)
 
   def __call__(self, prompt: str | list[str], num_frames: int | None = None,
                height: int | None = None, width: int | None = None,
                num_steps: int | None = None, guidance_scale: float | None = None,
                seed: int = 0) -> np.ndarray:
-    """uint8 frames [T, H, W, 3] for one prompt, [B, T, H, W, 3] for a list."""
-    d, s = self.config.data, self.config.sample
-    single = isinstance(prompt, str)
-    prompts = [prompt] if single else list(prompt)
-    shape = self.latent_shape(num_frames or d.frames, height or d.height, width or d.width)
-    tokens, mask = self.task.encode_prompts(prompts)
-    args = (shape, int(num_steps or s.steps),
-            float(s.guidance_scale if guidance_scale is None else guidance_scale))
+    """uint8 frames [T, H, W, 3] for one prompt, [B, T, H, W, 3] for a list.
+
+    With vae.encode_chunk / vae.tile set, the latents are decoded chunk by chunk (and tile by
+    tile) outside the sampling loop, so a long video decodes in flat memory.
+    """
+    single = not isinstance(prompt, (list, tuple))
+    prompts = self.check_prompts([prompt] if single else list(prompt))
+    args = self.sizes(num_frames, height, width, num_steps, guidance_scale)
+    tokens, mask = self.system.encode_prompts(prompts)
+    one_pass = not self.system.vae.chunked
     if self.mesh is None:
-      video = self._generate(self.params, jnp.asarray(tokens), jnp.asarray(mask),
-                             jax.random.key(seed), *args)
+      out = self._generate(self.params, jnp.asarray(tokens), jnp.asarray(mask),
+                           jax.random.key(seed), *args, one_pass)
     else:
-      video = self._generate_sharded(tokens, mask, seed, *args)
-    frames = ((np.asarray(video) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+      out = self._generate_sharded(tokens, mask, seed, *args, one_pass)
+    video = np.asarray(out if one_pass else self.system.decode_long(jnp.asarray(out)))
+    if not np.isfinite(video).all():
+      raise FloatingPointError(
+          f"the sampler produced non-finite values ({np.size(video) - np.isfinite(video).sum()} "
+          f"of {np.size(video)}): the weights are damaged or the run diverged; nothing written")
+    frames = ((video + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
     return frames[0] if single else frames
 
-  def _generate_sharded(self, tokens, mask, seed, latent_shape, num_steps, guidance_scale):
+  def _generate_sharded(self, tokens, mask, seed, latent_shape, num_steps, guidance_scale,
+                        decode=True):
     """The sampling loop compiled for `self.mesh`: prompts (and CFG pairs) over (data, fsdp)."""
     n = len(tokens)
     axes = mesh_lib.batch_axes(self.mesh)
@@ -108,11 +152,12 @@ class TextToVideo:
     if pad:  # repeat the last prompt; its rows are dropped below
       tokens = np.concatenate([tokens, np.repeat(tokens[-1:], pad, 0)])
       mask = np.concatenate([mask, np.repeat(mask[-1:], pad, 0)])
-    key = (len(tokens), latent_shape, num_steps, guidance_scale)
+    key = (len(tokens), latent_shape, num_steps, guidance_scale, decode)
     if key not in self._sharded:
       batch = NamedSharding(self.mesh, PartitionSpec(axes or None))
       replicated = rules_lib.replicated(self.mesh)
-      fn = functools.partial(self.task.generate, latent_shape=latent_shape, num_steps=num_steps,
+      fn = functools.partial(self.system.generate if decode else self.system.sample_latents,
+                             latent_shape=latent_shape, num_steps=num_steps,
                              guidance_scale=guidance_scale)
       # Replicated output: every process holds the whole (small) video; process 0 writes it.
       jitted = jax.jit(fn, in_shardings=(self.param_shardings, batch, batch, replicated),
@@ -128,11 +173,41 @@ class TextToVideo:
     video = self._sharded[key](self.params, glob(tokens, batch), glob(mask, batch), rng)
     return np.asarray(video)[:n]
 
-  def save(self, frames: np.ndarray, out: str, prompt: str | None = None) -> str:
-    from sora_jax.io import video as video_io
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    video_io.write_video(out, frames, fps=self.config.data.fps)
-    return out
+  def save(self, frames: np.ndarray, out: str, prompt: str | None = None, *, seed: int = 0,
+           overwrite: bool = False, unsigned: bool = False, prompt_in_manifest: bool = True,
+           hooks: tuple = (), sampler: dict | None = None) -> dict:
+    """Writes `frames` labelled: screened by `hooks`, watermarked, C2PA-signed (io/outputs.py).
+    Returns the write report (path, manifest location)."""
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 3 else frames
+    outputs.check_output_path(out, frames.shape[0], overwrite=overwrite)
+    return outputs.write_labelled(
+        out, frames, fps=self.config.data.fps, manifest=self.manifest(prompt, seed, sampler,
+                                                                     prompt_in_manifest, out),
+        watermark_payload=self.watermark_payload, unsigned=unsigned, hooks=hooks,
+        prompt=prompt or "")
+
+  @functools.cached_property
+  def weights_digest(self) -> str:
+    from sora_jax.io import provenance
+    return provenance.weights_digest(jax.device_get(self.params))
+
+  @property
+  def watermark_payload(self) -> int:
+    from sora_jax.io import watermark
+    return watermark.payload_for(self.weights_digest)
+
+  def manifest(self, prompt, seed, sampler, prompt_in_manifest=True, out=None) -> dict:
+    from sora_jax import __version__
+    from sora_jax.io import provenance
+    s = self.config.sample
+    settings = dict(sampler=s.sampler, steps=int(s.steps), guidance_scale=float(s.guidance_scale),
+                    objective=self.config.diffusion.objective, shift=str(self.config.diffusion.shift))
+    settings.update(sampler or {})
+    return provenance.manifest_for(
+        prompt=prompt if prompt_in_manifest else None, seed=int(seed), sampler=settings,
+        weights_digest=self.weights_digest, model=f"sora_jax t2v {self.config.model.variant}",
+        version=__version__, title=os.path.basename(out) if out else None)
 
   def __hash__(self):  # static self for jax.jit: one compiled sampler per pipeline object
     return id(self)
@@ -140,8 +215,3 @@ class TextToVideo:
   def __eq__(self, other):
     return self is other
 
-
-def _dummy_batch(task) -> dict:
-  L = task.config.text.max_len
-  return {"latents": jnp.zeros((1, *task.latent_shape), jnp.float32),
-          "tokens": jnp.zeros((1, L), jnp.int32), "text_mask": jnp.ones((1, L), bool)}
