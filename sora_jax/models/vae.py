@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sora_jax.models.vae_blocks import (CausalConv3d, Downsample, FrameAttention, FrameGroupNorm,
-                                        ResBlock, Upsample, constrain, depth_to_space,
-                                        match_channels, space_to_depth)
+from sora_jax.models.vae_blocks import (SHORTCUT_LAYOUTS, CausalConv3d, Downsample, FrameAttention,
+                                        FrameGroupNorm, ResBlock, Upsample, constrain,
+                                        depth_to_space, match_channels, space_to_depth)
 
 Dtype = Any
 TEMPORAL_COMPRESSIONS = (1, 2, 4)
@@ -55,6 +55,7 @@ class Encoder(nn.Module):
   mid_attention: bool = False
   patch_size: int = 1
   shortcut: bool = False
+  shortcut_layout: str = "channel"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -71,7 +72,7 @@ class Encoder(nn.Module):
       if level < len(sched):
         t, s = sched[level]
         if t or s:
-          h = Downsample(self.channels * mult, t, s, self.shortcut, **kw,
+          h = Downsample(self.channels * mult, t, s, self.shortcut, self.shortcut_layout, **kw,
                          name=f"down{level}_sample")(h)
     width = self.channels * self.channel_mult[-1]
     h = ResBlock(width, **kw, name="mid_res0")(h)
@@ -80,7 +81,8 @@ class Encoder(nn.Module):
     h = ResBlock(width, **kw, name="mid_res1")(h)
     moments = CausalConv3d(2 * self.latent_channels, **kw, name="conv_out")(
         nn.silu(FrameGroupNorm(**kw, name="norm_out")(h)))
-    if self.shortcut:  # DC-AE: the mean also gets the channel-averaged features
+    if self.shortcut:  # DC-AE: the mean also gets the channel-averaged features (no
+      # sub-positions at this point, so the same under either shortcut_layout)
       skip = match_channels(h, self.latent_channels)
       moments = moments + jnp.concatenate([skip, jnp.zeros_like(skip)], axis=-1)
     return constrain(moments.astype(jnp.float32))
@@ -96,6 +98,7 @@ class Decoder(nn.Module):
   mid_attention: bool = False
   patch_size: int = 1
   shortcut: bool = False
+  shortcut_layout: str = "channel"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -107,7 +110,8 @@ class Decoder(nn.Module):
     width = self.channels * self.channel_mult[-1]
     z = constrain(z)
     h = CausalConv3d(width, **kw, name="conv_in")(z)
-    if self.shortcut:  # DC-AE: the latent, channels repeated, feeds the decoder directly too
+    if self.shortcut:  # DC-AE: the latent, channels repeated (repeat_interleave; no
+      # sub-positions, so the same under either shortcut_layout), feeds the decoder directly too
       h = h + match_channels(z.astype(h.dtype), width)
     h = ResBlock(width, **kw, name="mid_res0")(h)
     if self.mid_attention:
@@ -120,7 +124,8 @@ class Decoder(nn.Module):
       if level > 0:
         t, s = sched[level - 1]
         if t or s:
-          h = Upsample(feats, t, s, self.shortcut, **kw, name=f"up{level}_sample")(h)
+          h = Upsample(feats, t, s, self.shortcut, self.shortcut_layout, **kw,
+                       name=f"up{level}_sample")(h)
     h = nn.silu(FrameGroupNorm(**kw, name="norm_out")(h))
     p = self.patch_size
     h = CausalConv3d(self.out_channels * p * p, **kw, name="conv_out")(h)
@@ -139,6 +144,7 @@ class VAE(nn.Module):
   mid_attention: bool = False
   patch_size: int = 1
   shortcut: bool = False
+  shortcut_layout: str = "channel"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -147,7 +153,7 @@ class VAE(nn.Module):
                   spatial_compression=self.spatial_compression, channels=self.channels,
                   channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
                   mid_attention=self.mid_attention, patch_size=self.patch_size,
-                  shortcut=self.shortcut, dtype=self.dtype,
+                  shortcut=self.shortcut, shortcut_layout=self.shortcut_layout, dtype=self.dtype,
                   param_dtype=self.param_dtype)
     self.encoder = Encoder(latent_channels=self.latent_channels, **common)
     self.decoder = Decoder(out_channels=self.out_channels, **common)
@@ -199,6 +205,7 @@ def vae_from_config(vae_cfg) -> VAE:
       mid_attention=bool(vae_cfg.get("mid_attention", False)),
       patch_size=int(vae_cfg.get("patch_size", 1)),
       shortcut=bool(vae_cfg.get("shortcut", False)),
+      shortcut_layout=str(vae_cfg.get("shortcut_layout", "channel")),
       dtype=_dtype(vae_cfg.get("dtype", "float32"), "vae.dtype"),
       param_dtype=_dtype(vae_cfg.get("param_dtype", "float32"), "vae.param_dtype"))
 
@@ -247,6 +254,10 @@ def validate_vae_config(vae_cfg, frames: int, height: int, width: int) -> None:
             f"but vae.channels={vae_cfg.channels}, vae.channel_mult={mult} and "
             f"vae.latent_channels={vae_cfg.latent_channels} give {a} vs {b}; use powers of two "
             f"or vae.shortcut=False")
+  layout = vae_cfg.get("shortcut_layout", "channel")
+  if layout not in SHORTCUT_LAYOUTS:
+    raise ValueError(f"vae.shortcut_layout={layout!r}; use 'channel' (DC-AE, the default) or "
+                     f"'subpixel' (only for weights trained before the layout fix)")
   if (frames - 1) % tc or frames < 1:
     ok = ", ".join(str(1 + tc * k) for k in range(5))
     raise ValueError(f"data.frames={frames} is not 1 + {tc}k for vae.temporal_compression={tc}; "

@@ -190,20 +190,9 @@ def _first_chunk(module: nn.Module) -> bool:
   return first
 
 
-def time_to_depth(x: jax.Array, first_chunk: bool) -> jax.Array:
-  """[B,T,H,W,C] -> [B,ceil(T/2),H,W,2C], pairing frames (2i-1, 2i); frame 0 pairs with itself.
-
-  Matches the causal stride-2 conv's windows, so frame 0 stays alone. Later chunks hold whole
-  pairs already (they start at an odd frame), so only the first chunk is padded.
-  """
-  if first_chunk:
-    x = jnp.concatenate([x[:, :1], x], axis=1)
-  b, t, h, w, c = x.shape
-  return x.reshape(b, t // 2, 2, h, w, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, t // 2, h, w, 2 * c)
-
-
 def depth_to_time(x: jax.Array, first_chunk: bool) -> jax.Array:
-  """Inverse of time_to_depth: [B,t,H,W,2C] -> [B,2t(-1),H,W,C], dropping the padded frame."""
+  """[B,t,H,W,2C] -> [B,2t(-1),H,W,C]: channels (pair, c) into frames (2i-1, 2i), dropping the
+  first chunk's frame -1 so that latent frame 0 yields frame 0 alone (Upsample's conv output)."""
   b, t, h, w, c2 = x.shape
   x = x.reshape(b, t, h, w, 2, c2 // 2).transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, c2 // 2)
   return x[:, 1:] if first_chunk else x
@@ -221,6 +210,64 @@ def match_channels(x: jax.Array, features: int) -> jax.Array:
   raise ValueError(f"shortcut cannot map {c} channels to {features}: one must divide the other")
 
 
+SHORTCUT_LAYOUTS = ("channel", "subpixel")
+
+
+def _check_layout(layout: str) -> None:
+  if layout not in SHORTCUT_LAYOUTS:
+    raise ValueError(f"shortcut_layout must be one of {SHORTCUT_LAYOUTS}, got {layout!r}")
+
+
+def pool_to_channels(x: jax.Array, p: int, temporal: bool, first_chunk: bool,
+                     layout: str = "channel") -> jax.Array:
+  """[B,T,H,W,C] -> [B,T',H/p,W/p,C*S]: each (frame pair x) p x p block moved into channels.
+
+  S = (2 if temporal else 1) * p * p sub-positions (dt, dy, dx). In time, frames pair up as
+  (2i-1, 2i), matching the causal stride-2 conv's windows: the first chunk is padded with a copy
+  of frame 0, so frame 0 pairs with itself; later chunks start at an odd frame and hold whole
+  pairs. The channel layout is what `match_channels` then averages in consecutive groups:
+
+  * "channel" (DC-AE's pixel_unshuffle, the default): index c*S + (dt*p + dy)*p + dx. The S
+    sub-positions of one channel are consecutive, so a group mean averages the block of ONE
+    channel: at equal width the down shortcut is exactly average pooling.
+  * "subpixel" (the layout before the fix): index ((dt*p + dy)*p + dx)*C + c, i.e.
+    `space_to_depth` then frame pairs stacked outermost. A group mean then averages DIFFERENT
+    channels at one sub-position. Kept only so that weights trained with it load identically.
+  """
+  _check_layout(layout)
+  pt = 2 if temporal else 1
+  if temporal and first_chunk:
+    x = jnp.concatenate([x[:, :1], x], axis=1)
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t // pt, pt, h // p, p, w // p, p, c)       # b t dt h dy w dx c
+  perm = (0, 1, 3, 5, 7, 2, 4, 6) if layout == "channel" else (0, 1, 3, 5, 2, 4, 6, 7)
+  return x.transpose(perm).reshape(b, t // pt, h // p, w // p, c * pt * p * p)
+
+
+def unpool_from_channels(x: jax.Array, p: int, temporal: bool, first_chunk: bool,
+                         layout: str = "channel") -> jax.Array:
+  """[B,T,H,W,C*S] -> [B,T*2(-1),H*p,W*p,C]: each channel's S sub-positions back into space/time.
+
+  The padded frame 0 of the first chunk is dropped, as in `depth_to_time`.
+
+  * "channel" (DC-AE's pixel_shuffle): the exact inverse of `pool_to_channels`; after
+    `match_channels` repeats each channel S times (repeat_interleave), every channel fills its
+    own sub-pixels: at equal width the up shortcut is exactly nearest-neighbour upsampling.
+  * "subpixel" (before the fix): `depth_to_time(depth_to_space(x, p))`, index
+    ((dy*p + dx)*2 + dt)*C + c — not even the mirror of the "subpixel" pooling in time.
+  """
+  _check_layout(layout)
+  pt = 2 if temporal else 1
+  b, t, h, w, cs = x.shape
+  c = cs // (pt * p * p)
+  if layout == "channel":
+    x = x.reshape(b, t, h, w, c, pt, p, p).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+  else:
+    x = x.reshape(b, t, h, w, p, p, pt, c).transpose(0, 1, 6, 2, 4, 3, 5, 7)
+  x = x.reshape(b, t * pt, h * p, w * p, c)
+  return x[:, 1:] if temporal and first_chunk else x
+
+
 class Downsample(nn.Module):
   """Strided causal conv: x2 in space and/or time.
 
@@ -229,14 +276,18 @@ class Downsample(nn.Module):
   frames map to 1 + k: the first frame is encoded on its own.
 
   shortcut: add the space/time-to-channel rearrangement of the input, channel-averaged to the
-  output width (DC-AE's residual autoencoding, Chen et al. 2024). The conv then learns only a
-  residual on top of a lossless-in-expectation pooling, which is what lets a small VAE get past
-  the "mean colour" plateau in a few hundred steps instead of many thousands.
+  output width (DC-AE's residual autoencoding, Chen et al. 2024): `pool_to_channels` then
+  `match_channels`, so each output channel averages the (frame pair x) 2x2 block of its own
+  input channel(s) — plain average pooling at equal width. The conv then learns only a residual
+  on top of that pooling, which is what lets a small VAE get past the "mean colour" plateau in a
+  few hundred steps instead of many thousands. shortcut_layout="subpixel" is the pre-fix layout
+  (see `pool_to_channels`), kept for weights trained with it.
   """
   features: int
   temporal: bool
   spatial: bool
   shortcut: bool = False
+  shortcut_layout: str = "channel"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -248,9 +299,7 @@ class Downsample(nn.Module):
     if not self.shortcut:
       return y
     first = _first_chunk(self) if self.temporal else True
-    r = space_to_depth(x.astype(self.dtype), ss)
-    if self.temporal:
-      r = time_to_depth(r, first)
+    r = pool_to_channels(x.astype(self.dtype), ss, self.temporal, first, self.shortcut_layout)
     return y + match_channels(r, self.features)
 
 
@@ -261,13 +310,16 @@ class Upsample(nn.Module):
   i >= 1 yields frames 2i-1, 2i, so 1 + k frames become 1 + 2k, causally. Across chunks the drop
   happens only in the first chunk (remembered in the `cache` collection).
 
-  shortcut: add the input with channels repeated and rearranged into space/time (the inverse of
-  Downsample's shortcut).
+  shortcut: add the input with each channel repeated into its own space/time sub-positions
+  (DC-AE's channel-duplicating pixel shuffle: `match_channels` then `unpool_from_channels`) —
+  nearest-neighbour upsampling at equal width, and exactly undone by Downsample's shortcut.
+  shortcut_layout="subpixel" is the pre-fix layout, kept for weights trained with it.
   """
   features: int
   temporal: bool
   spatial: bool
   shortcut: bool = False
+  shortcut_layout: str = "channel"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -278,10 +330,10 @@ class Upsample(nn.Module):
     y = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3) if self.spatial else x
     y = CausalConv3d(self.features * mult, dtype=self.dtype, param_dtype=self.param_dtype,
                      name="conv")(y)
+    if self.temporal:
+      y = depth_to_time(y, first)
     if self.shortcut:
       p = 2 if self.spatial else 1
       r = match_channels(x.astype(self.dtype), self.features * mult * p * p)
-      y = y + depth_to_space(r, p)
-    if self.temporal:
-      y = depth_to_time(y, first)
+      y = y + unpool_from_channels(r, p, self.temporal, first, self.shortcut_layout)
     return constrain(y)

@@ -151,16 +151,19 @@ def test_patch_stem_keeps_compression_and_causality(patch):
 
 
 def test_shortcut_rearrangements_invert_each_other():
-  """Downsample's time/space-to-depth and Upsample's inverse keep frame 0 alone and lose nothing."""
-  from sora_jax.models.vae_blocks import depth_to_time, match_channels, time_to_depth
+  """Downsample's pooling to channels and Upsample's inverse keep frame 0 alone and lose nothing.
+
+  More (DC-AE equivalence, average pooling, the pre-fix layout) in test_vae_shortcut.py.
+  """
+  from sora_jax.models.vae_blocks import match_channels, pool_to_channels, unpool_from_channels
   x = jax.random.normal(jax.random.key(0), (2, 9, 4, 4, 3))
-  pairs = time_to_depth(x, first_chunk=True)
+  pairs = pool_to_channels(x, 1, temporal=True, first_chunk=True)
   assert pairs.shape == (2, 5, 4, 4, 6)
-  np.testing.assert_array_equal(pairs[:, 0, ..., :3], pairs[:, 0, ..., 3:])  # frame 0 twice
-  np.testing.assert_array_equal(pairs[:, 1, ..., :3], x[:, 1])                # then (1, 2)
-  np.testing.assert_array_equal(depth_to_time(pairs, first_chunk=True), x)
+  np.testing.assert_array_equal(pairs[:, 0, ..., 0::2], pairs[:, 0, ..., 1::2])  # frame 0 twice
+  np.testing.assert_array_equal(pairs[:, 1, ..., 0::2], x[:, 1])                 # then (1, 2)
+  np.testing.assert_array_equal(unpool_from_channels(pairs, 1, True, first_chunk=True), x)
   later = x[:, 1:]  # a later chunk starts at an odd frame and holds whole pairs
-  np.testing.assert_array_equal(time_to_depth(later, first_chunk=False), pairs[:, 1:])
+  np.testing.assert_array_equal(pool_to_channels(later, 1, True, first_chunk=False), pairs[:, 1:])
   y = jnp.arange(8.0).reshape(1, 1, 1, 1, 8)
   np.testing.assert_array_equal(match_channels(y, 2)[0, 0, 0, 0], [1.5, 5.5])  # group means
   np.testing.assert_array_equal(match_channels(y[..., :2], 4)[0, 0, 0, 0], [0, 0, 1, 1])
