@@ -10,9 +10,10 @@ few full-resolution activations of its widest level.
 from __future__ import annotations
 
 import math
-import os
 
 import jax
+
+from sora_jax.parallel import mesh as mesh_lib
 
 # fp32 activation copies a DiT block keeps alive at once (residual, norm, q/k/v, MLP hidden)
 _DIT_COPIES = 12
@@ -41,16 +42,9 @@ def estimate_bytes(system, latent_shape, batch: int = 1) -> int:
 
 def available_bytes() -> tuple[int | None, str]:
   """(bytes one device can hold, where the figure came from); host memory on CPU."""
-  env = os.environ.get("SORA_JAX_DEVICE_MEMORY_GB", "").strip()
-  if env:
-    return int(float(env) * 2**30), f"$SORA_JAX_DEVICE_MEMORY_GB={env}"
-  dev = jax.local_devices()[0]
-  try:
-    limit = (dev.memory_stats() or {}).get("bytes_limit")
-  except Exception:  # noqa: BLE001 - backends without memory stats
-    limit = None
-  if limit:
-    return int(limit), f"{dev.device_kind} bytes_limit"
+  limit, source = mesh_lib.device_memory_limit()
+  if limit is not None:
+    return int(limit), source
   try:
     with open("/proc/meminfo") as f:
       info = {line.split(":")[0]: line.split()[1] for line in f}

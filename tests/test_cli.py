@@ -28,6 +28,15 @@ def _tiny_perceptual_weights():
           "lin0": np.abs(rng.normal(size=4)).astype(np.float32)}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def signing_key(tmp_path_factory):
+  """A local test key for every output of these commands (what `sora-jax keys init` makes)."""
+  from sora_jax.io import provenance
+  cert, key = provenance.init_keys(str(tmp_path_factory.mktemp("keys")))
+  ENV.update(SORA_JAX_C2PA_CERT=cert, SORA_JAX_C2PA_KEY=key)
+  return cert, key
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   root = tmp_path_factory.mktemp("runs")
@@ -76,20 +85,35 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
   assert len(os.listdir(os.path.join(os.path.dirname(t2v_dir), "latents"))) == 1
 
 
-def test_sample_writes_the_requested_video(runs):
+def test_sample_writes_the_requested_video(runs, signing_key):
   root, _, t2v_dir = runs
   out = str(root / "red.mp4")
+  # runlocal's text encoder reads 16 tokens: --long_prompt=warn cuts the prompt (as training did)
   text = sora("sample", f"--workdir={t2v_dir}", "--prompt", "a red circle bounces to the right",
-              "--frames=5", "--height=32", "--width=48", "--seed=3", f"--out={out}")
+              "--frames=5", "--height=32", "--width=48", "--seed=3", f"--out={out}",
+              "--long_prompt=warn")
   assert "wrote" in text
   frames, _ = video_io.read_video(out)
   assert frames.shape == (5, 32, 48, 3)
+  # Labelled: signed credentials and a watermark, both read back by `sora-jax verify`.
+  report = json.loads(sora("verify", out, f"--trust={signing_key[0]}"))
+  assert report["valid"] and report["trusted"] and report["watermark"]["confidence"] > 0.99
+  gen = report["manifest"]["generation"]
+  assert gen["prompt"] == "a red circle bounces to the right" and gen["seed"] == 3
+  assert gen["sampler"]["steps"] > 0 and len(gen["weights_sha256"]) == 64
+  data = bytearray(open(out, "rb").read())
+  data[len(data) // 2] ^= 0x01                      # one flipped byte in the media
+  open(out, "wb").write(bytes(data))
+  proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "verify", out],
+                        capture_output=True, text=True, env=ENV, timeout=120)
+  assert proc.returncode == 1 and '"valid": false' in proc.stdout
 
 
-def test_sample_rejects_impossible_sizes_in_the_users_words(runs):
+def test_sample_rejects_impossible_sizes_in_the_users_words(runs, tmp_path):
   _, _, t2v_dir = runs
   proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "sample", f"--workdir={t2v_dir}",
-                         "--frames=6", "--out=/dev/null"], capture_output=True, text=True,
+                         "--frames=6", f"--out={tmp_path / 'v.mp4'}"], capture_output=True,
+                        text=True,
                         env=ENV, timeout=300)
   assert proc.returncode != 0
   assert "--frames=6 is not 1 + 4k" in proc.stderr

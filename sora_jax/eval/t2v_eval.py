@@ -48,7 +48,7 @@ def evaluate(t2v, captions: list[str], *, seed: int = 0, batch_size: int = 8,
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
                      seed: int = 0) -> dict:
   from sora_jax.pipeline import TextToVideo
-  t2v = TextToVideo.from_workdir(workdir)
+  t2v = TextToVideo.from_workdir(workdir, on_long="warn")   # captions as training cut them
   captions = held_out_captions(t2v.config.data, split, num_videos)
   result = evaluate(t2v, captions, seed=seed)
   result.pop("videos")

@@ -162,3 +162,25 @@ def mesh_and_rules(mesh: Mesh, rules):
   import flax.linen as nn
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     yield
+
+
+# Overrides the per-device memory limit the compiled step is checked against, in GiB. Devices
+# that report one (GPU/TPU `memory_stats()['bytes_limit']`) need no override; CPU reports none.
+ENV_DEVICE_MEMORY_GB = "SORA_JAX_DEVICE_MEMORY_GB"
+
+
+def device_memory_limit() -> tuple[float | None, str]:
+  """(bytes a device may hold, where that figure came from); (None, ...) when unknown."""
+  env = os.environ.get(ENV_DEVICE_MEMORY_GB, "").strip()
+  if env:
+    try:
+      return float(env) * 2**30, f"${ENV_DEVICE_MEMORY_GB}={env}"
+    except ValueError:
+      raise ValueError(f"{ENV_DEVICE_MEMORY_GB}={env!r} must be a number of GiB") from None
+  dev = jax.local_devices()[0]
+  try:
+    stats = dev.memory_stats() or {}
+  except Exception:  # noqa: BLE001 - backends without memory stats
+    stats = {}
+  limit = stats.get("bytes_limit")
+  return (float(limit), f"{dev.device_kind} bytes_limit") if limit else (None, "")
