@@ -112,7 +112,8 @@ def test_sample_writes_the_requested_video(runs, signing_key):
 def test_sample_rejects_impossible_sizes_in_the_users_words(runs, tmp_path):
   _, _, t2v_dir = runs
   proc = subprocess.run([sys.executable, "-m", "sora_jax.cli", "sample", f"--workdir={t2v_dir}",
-                         "--frames=6", f"--out={tmp_path / 'v.mp4'}"], capture_output=True,
+                         "--frames=6", f"--out={tmp_path / 'v.mp4'}", "--long_prompt=warn"],
+                        capture_output=True,
                         text=True,
                         env=ENV, timeout=300)
   assert proc.returncode != 0
