@@ -2,6 +2,7 @@
 
   python benchmarks/dit_step.py [--variants S/2,B/2,demo] [--batch 8] [--steps 7] [--warmup 2]
       [--dtype float32|bfloat16] [--attention xla|cudnn] [--remat nothing_saveable|dots_saveable|none]
+      [--unrolled]
       [--json] [--peer [--rounds 3]]
 
 Rows (one per variant and mode):
@@ -120,6 +121,7 @@ def get_config(variant: str, a):
       dit_paper.get_config(f"variant={variant}")
   c = c.unlock()
   c.model.dtype, c.model.attention_impl, c.model.remat_policy = a.dtype, a.attention, a.remat
+  c.model.scan_layers = not a.unrolled
   config_lib.check_model(c)  # cudnn needs bf16: said in the config's words, before compiling
   return c.lock()
 
@@ -195,7 +197,7 @@ def bench_variant(variant: str, c, a, peer) -> list[dict]:
   xla_fwd_flops = 2 * flops.model_macs_xla(xla_model, latent, ctx_len, text_width)
   on_gpu = jax.default_backend() == "gpu"
   base = dict(variant=variant, batch=a.batch, dtype=a.dtype, attention=a.attention,
-              remat=a.remat, tokens=tokens, params=state_lib.param_count(state.params))
+              remat=a.remat, layers="unrolled" if a.unrolled else "scan", tokens=tokens, params=state_lib.param_count(state.params))
 
   t = jax.random.uniform(jax.random.key(2), (a.batch,), minval=1e-3, maxval=1.0)
   fwd = jax.jit(lambda p, b, t: recipe.apply(p, b["latents"], t, recipe.cond(b)))
@@ -243,7 +245,7 @@ def bench_variant(variant: str, c, a, peer) -> list[dict]:
 
 
 COLS = [("variant", "{}"), ("mode", "{}"), ("batch", "{}"), ("dtype", "{}"), ("attention", "{}"),
-        ("remat", "{}"), ("images_per_s", "{:.2f}"), ("compile_s", "{:.1f}"),
+        ("remat", "{}"), ("layers", "{}"), ("images_per_s", "{:.2f}"), ("compile_s", "{:.1f}"),
         ("peak_mib", "{:.0f}"), ("dev_peak_mib", "{:.0f}"), ("gflop_per_example", "{:.2f}"),
         ("xla_gflop_per_example", "{:.2f}"), ("tflops", "{:.3f}"), ("mfu", "{:.1%}"),
         ("peer_images_per_s", "{:.2f}"), ("ours_over_theirs", "{:.2f}x")]
@@ -269,6 +271,8 @@ def main():
   ap.add_argument("--attention", default="xla", choices=("xla", "cudnn"))
   ap.add_argument("--remat", default="nothing_saveable",
                   choices=("nothing_saveable", "dots_saveable", "none"))
+  ap.add_argument("--unrolled", action="store_true",
+                  help="model.scan_layers=False: one copy of the block per layer, no scan")
   ap.add_argument("--json", action="store_true", help="one JSON line per row; table on stderr")
   ap.add_argument("--peer", action="store_true", help="also time the PyTorch peer (CPU only)")
   ap.add_argument("--rounds", type=int, default=1, help="--peer: ours/theirs alternations")

@@ -65,8 +65,29 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str
       mask = mask[:, None, None, :]
   if segment_ids is not None:
     mask = _and(mask, segment_mask(segment_ids, kv_segment_ids))
-  return jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                      implementation=None if impl == "xla" else "cudnn", **kwargs)
+  if impl == "cudnn":
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn", **kwargs)
+  return xla_attention(q, k, v, mask)
+
+
+def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                  mask: jax.Array | None = None) -> jax.Array:
+  """Softmax attention in plain XLA ops, heads-major inside: [B, T, H, D] in and out.
+
+  Numerically `jax.nn.dot_product_attention(implementation=None)`, written out because its
+  vmapped [1, B, H, T, S] form and `jax.nn.softmax`'s backward compile to slow reductions on
+  XLA:CPU (the S/2 attention backward ran 1.3x faster this way; benchmarks/RESULTS.md).
+  Scores and softmax are float32 whatever the input dtype; a fully masked row averages v.
+  """
+  qt, kt, vt = (a.transpose(0, 2, 1, 3) for a in (q, k, v))   # [B, H, N, D]
+  s = jnp.einsum("bhqd,bhkd->bhqk", qt, kt, preferred_element_type=jnp.float32)
+  s = s * (1.0 / math.sqrt(q.shape[-1]))
+  if mask is not None:
+    s = jnp.where(mask, s, jnp.finfo(jnp.float32).min)
+  s = s - jax.lax.stop_gradient(s.max(-1, keepdims=True))
+  e = jnp.exp(s)
+  p = (e / e.sum(-1, keepdims=True)).astype(v.dtype)
+  return jnp.einsum("bhqk,bhkd->bhqd", p, vt).transpose(0, 2, 1, 3).astype(q.dtype)
 
 
 def segment_mask(segment_ids: jax.Array, kv_segment_ids: jax.Array | None = None) -> jax.Array:

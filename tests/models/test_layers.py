@@ -84,6 +84,14 @@ def test_mlp_norms_modulation_timestep():
   y = L.LayerNorm(affine=False).apply({}, x)
   np.testing.assert_allclose(y.mean(-1), 0.0, atol=1e-5)
   np.testing.assert_allclose(y.std(-1), 1.0, rtol=1e-3)
+  # The closed-form LayerNorm backward equals autodiff through mean / var / rsqrt.
+  def autodiff_ln(v):
+    c = v - v.mean(-1, keepdims=True)
+    return c * jax.lax.rsqrt(jnp.mean(c * c, -1, keepdims=True) + 1e-6)
+  w = jnp.cos(jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape))
+  np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(L.standardize(v, 1e-6) * w))(x),
+                             jax.grad(lambda v: jnp.sum(autodiff_ln(v) * w))(x),
+                             rtol=1e-4, atol=1e-5)
   rms = L.RMSNorm().apply({"params": {"scale": jnp.ones(12)}}, x)
   np.testing.assert_allclose(jnp.mean(rms ** 2, -1), 1.0, rtol=1e-4)
   # Per-group modulation: group g of tokens gets row g.
