@@ -20,7 +20,7 @@ _VAE_LOSS = dict(loss="l1", kl=1e-5)  # stage=vae's defaults, the arguments stag
 
 def get_config(arg=None):
   from configs import common
-  a = common.parse_arg(arg, stage="t2v", steps=0, runlocal=False, **_VAE_LOSS)
+  a = common.parse_arg(arg, stage="t2v", steps=0, world="full", runlocal=False, **_VAE_LOSS)
   local = ",runlocal" if a.runlocal else ""
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
@@ -43,7 +43,7 @@ def get_config(arg=None):
       raise ValueError("config arguments 'loss' and 'kl' belong to stage=vae; drop them for "
                        "stage=t2v (its VAE comes from vae_workdir)")
     c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=16,"
-                              "batch=16,lr=3e-4"
+                              f"batch=16,lr=3e-4,world={a.world}"
                               + (f",steps={a.steps}" if a.steps else ",steps=4000") + local)
     c = c.unlock()
     if not a.runlocal:

@@ -5,7 +5,7 @@
 
 Arguments (the ablation axes): variant (Mu, Ti, S, B, L, XL), patch (pt x ph x pw over the latent
 grid), res (H or HxW), frames (1 + tc*k), objective (flow | eps | v), text (bundled | t5),
-steps, batch, lr, runlocal (tiny, for CPU tests). Every key and its default:
+world (simple | standard | full: how much the procedural scenes hold), steps, batch, lr, runlocal (tiny, for CPU tests). Every key and its default:
 sora_jax/config_sections.py.
 """
 import ml_collections as mlc
@@ -17,13 +17,14 @@ from configs import vae as vae_config
 def get_config(arg=None):
   a = common.parse_arg(arg, variant="S", patch="1x2x2", res="64", frames=17, objective="flow",
                        text="bundled", comp="4x8x8", zch=16, steps=50000, batch=8, lr=1e-4,
-                       seed=0, runlocal=False)
+                       seed=0, world="full", runlocal=False)
   height, width = common.parse_res(a.res)
   tc, sc = vae_config.parse_comp(a.comp)
   c = mlc.ConfigDict()
   c.task = "t2v"
   c.seed = a.seed
-  c.data = common.data_section(frames=a.frames, height=height, width=width, batch_size=a.batch)
+  c.data = common.data_section(frames=a.frames, height=height, width=width, batch_size=a.batch,
+                               world=a.world)
   # The VAE whose latents the DiT models. Its architecture is read from vae_workdir's saved
   # config when given; this section must agree with it.
   c.vae_workdir = ""

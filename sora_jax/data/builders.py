@@ -77,28 +77,31 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
   num_validation: int = 200
   num_test: int = 200
   num_test_compositional: int = 200
+  world: str = "full"
 
   def num_examples(self, split: str) -> int:
     return int(getattr(self, f"num_{split}"))
 
 
-_NAME_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:-n(\d+))?$")
+_NAME_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:-n(\d+))?(?:-(simple|standard|full))?$")
 _DEFAULT_COUNTS = {"17x32x32": 2000, "17x64x64": 2000, "33x128x128": 1000, "65x256x256": 200}
 
 
 def shapes_world_config(name: str) -> ShapesWorldConfig:
-  """"TxHxW" or "TxHxW-nN" -> a config (predefined sizes keep their example counts)."""
+  """"TxHxW[-nN][-WORLD]" -> a config (predefined sizes keep their example counts; WORLD is
+  simple | standard | full, default full: see data/world/sampling.py)."""
   m = _NAME_RE.match(str(name))
   if not m:
     raise ValueError(f"shapes_world builder_config {name!r} is not 'TxHxW' or 'TxHxW-nN' "
-                     f"(e.g. '17x64x64' or '8x32x32-n8'); predefined: {', '.join(_DEFAULT_COUNTS)}")
-  t, h, w, n = m.groups()
+                     f"(e.g. '17x64x64', '8x32x32-n8' or '17x64x64-simple'); predefined: {', '.join(_DEFAULT_COUNTS)}")
+  t, h, w, n, world = m.groups()
   base = f"{t}x{h}x{w}"
   train = int(n) if n else _DEFAULT_COUNTS.get(base, 1000)
   evals = max(2, train // 10)
   return ShapesWorldConfig(name=name, description=f"{t} frames of {h}x{w}, {train} train clips",
                            frames=int(t), height=int(h), width=int(w), num_train=train,
-                           num_validation=evals, num_test=evals, num_test_compositional=evals)
+                           num_validation=evals, num_test=evals, num_test_compositional=evals,
+                           world=world or "full")
 
 
 def _world():
@@ -155,7 +158,8 @@ class ShapesWorld(_CodePathHere, tfds.core.GeneratorBasedBuilder):
     world = _world()
     for i in range(c.num_examples(split)):
       seed = clip_seed(split, i)
-      clip = world.generate_clip(seed, c.frames, c.height, c.width, fps=c.fps, split=split)
+      clip = world.generate_clip(seed, c.frames, c.height, c.width, fps=c.fps, split=split,
+                                 world=c.world)
       yield i, render_example(clip, seed)
 
 
@@ -448,6 +452,13 @@ def make_builder(data_cfg) -> tfds.core.DatasetBuilder:
   data_dir = data_cfg.data_dir or None
   if data_cfg.name == "shapes_world":
     name = data_cfg.builder_config or f"{data_cfg.frames}x{data_cfg.height}x{data_cfg.width}"
+    if not data_cfg.builder_config and data_cfg.world != "full":
+      name += f"-{data_cfg.world}"
+    elif shapes_world_config(name).world != data_cfg.world:
+      raise ValueError(f"config.data.builder_config={name!r} renders the "
+                       f"{shapes_world_config(name).world!r} world but config.data.world="
+                       f"{data_cfg.world!r}; end the builder config with '-{data_cfg.world}' or "
+                       f"leave it empty")
     return ShapesWorld(config=name, data_dir=data_dir)
   if data_cfg.name == "video_folder":
     return VideoFolder(folder=data_cfg.folder, frames=data_cfg.frames, height=data_cfg.height,

@@ -36,10 +36,10 @@ class ProceduralSource:
   """grain RandomAccessDataSource: clip `i` of `split` rendered from its seed when asked for."""
 
   def __init__(self, split: str, frames: int, height: int, width: int, fps: float = 8.0,
-               length: int = PROCEDURAL_LENGTH):
+               length: int = PROCEDURAL_LENGTH, world: str = "full"):
     builders.clip_seed(split, 0)      # validates the split name
     self.split, self.frames, self.height, self.width, self.fps = split, frames, height, width, fps
-    self.length = int(length)
+    self.length, self.world = int(length), world
 
   def __len__(self) -> int:
     return self.length
@@ -48,12 +48,12 @@ class ProceduralSource:
     from sora_jax.data import world  # pylint: disable=g-import-not-at-top
     seed = builders.clip_seed(self.split, int(index))
     clip = world.generate_clip(seed, self.frames, self.height, self.width, fps=self.fps,
-                               split=self.split)
+                               split=self.split, world=self.world)
     return builders.render_example(clip, seed)
 
   def __repr__(self) -> str:
     return (f"ProceduralSource(split={self.split!r}, {self.frames}x{self.height}x{self.width}, "
-            f"fps={self.fps:g}, length={self.length})")
+            f"fps={self.fps:g}, length={self.length}, world={self.world!r})")
 
 
 def make_source(data_cfg, split: str):
@@ -63,7 +63,7 @@ def make_source(data_cfg, split: str):
       raise ValueError(f"config.data.source='procedural' renders shapes_world only, but "
                        f"config.data.name={data_cfg.name!r}; set config.data.source='tfds'")
     return ProceduralSource(split, data_cfg.frames, data_cfg.height, data_cfg.width,
-                            data_cfg.fps)
+                            data_cfg.fps, world=data_cfg.world)
   if data_cfg.source != "tfds":
     raise ValueError(f"config.data.source={data_cfg.source!r} is not 'procedural' or 'tfds'")
   builder = builders.make_builder(data_cfg)

@@ -47,6 +47,8 @@ class T2VTraining:
                    "text": [self.config.text.encoder, self.config.text.t5_path],
                    **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",
                                         "fps", "caption", "text_len")}}
+    if d.world != "full":  # only then: caches built before worlds existed keep their names
+      description["world"] = d.world
     path = latent_cache.cache_path(d.cache_dir, description)
     if not os.path.exists(path):
       latent_cache.build(d, d.split, int(d.cache_clips), self._encode_host, path, seed=seed,

@@ -181,3 +181,25 @@ def test_captions_name_the_primary():
   assert len(shorts) >= 3, "short captions use several templates"
   with pytest.raises(ValueError, match="style"):
     w.caption(w.sample_scene(0), "long")
+
+
+def test_world_presets_hold_what_they_promise():
+  """simple: one object, gradient, no pillar, no pan; standard: <= 2 objects, no pan; full is
+  the original world (its scenes are unchanged by the presets' existence)."""
+  for seed in range(60):
+    simple = w.sample_scene(seed, "train", "simple")
+    standard = w.sample_scene(seed, "train", "standard")
+    full = w.sample_scene(seed, "train", "full")
+    assert len(simple.objects) == 1 and simple.occluder is None and simple.pan == 0.0
+    assert simple.background["kind"] == "gradient"
+    assert len(standard.objects) <= 2 and standard.pan == 0.0
+    assert full.to_json() == w.sample_scene(seed, "train").to_json()
+    # The same draws in every world: the primary has the same colour, shape and motion.
+    assert ({(s.objects[0].color, s.objects[0].shape, s.objects[0].motion)
+             for s in (simple, standard, full)} == {(full.objects[0].color, full.objects[0].shape,
+                                                      full.objects[0].motion)})
+  assert any(len(w.sample_scene(s, "train", "full").objects) == 3 for s in range(60))
+  c = w.generate_clip(3, 5, 32, 32, world="simple")
+  assert json.loads(c["scene_json"])["occluder"] is None
+  with pytest.raises(ValueError, match="world 'huge' is not known"):
+    w.sample_scene(0, "train", "huge")

@@ -23,13 +23,13 @@ from sora_jax.data.world.clip import generate_clip
 from sora_jax.data.world.physics import (GRAVITY, GROW_FACTOR, RESTITUTION, SCALE_TAU,
                                          SHRINK_FACTOR, scale_at, trajectory)
 from sora_jax.data.world.rendering import VISIBLE_FRACTION, render
-from sora_jax.data.world.sampling import sample_scene
+from sora_jax.data.world.sampling import WORLDS, sample_scene
 from sora_jax.data.world.vocab import (COLORS, DIRECTIONS, HELD_OUT_COMBOS, MAX_OBJECTS, MOTIONS,
                                        SHAPES, SIZES, SPLITS, Scene, WorldObject, extent)
 
 __all__ = [
     "COLORS", "DIRECTIONS", "GRAVITY", "GROW_FACTOR", "HELD_OUT_COMBOS", "MAX_OBJECTS", "MOTIONS",
     "RESTITUTION", "SCALE_TAU", "SHAPES", "SHAPE_WORDS", "SHRINK_FACTOR", "SIZES", "SPLITS",
-    "STYLES", "Scene", "VISIBLE_FRACTION", "WorldObject", "caption", "extent", "generate_clip",
+    "STYLES", "Scene", "VISIBLE_FRACTION", "WORLDS", "WorldObject", "caption", "extent", "generate_clip",
     "render", "sample_scene", "scale_at", "trajectory",
 ]

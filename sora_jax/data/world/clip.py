@@ -9,9 +9,9 @@ from sora_jax.data.world.sampling import sample_scene
 
 
 def generate_clip(seed: int, frames: int, height: int, width: int, fps: float = 8.0,
-                  split: str = "train") -> dict[str, Any]:
+                  split: str = "train", world: str = "full") -> dict[str, Any]:
   """One example: video, captions, scene JSON and fixed-shape ground truth arrays."""
-  scene = sample_scene(seed, split)
+  scene = sample_scene(seed, split, world)
   video, gt = render(scene, frames, height, width, fps)
   return {
       "video": video,

@@ -78,10 +78,24 @@ def _background(rng: np.random.Generator) -> dict[str, Any]:
           "amplitude": float(rng.uniform(5, 12))}
 
 
-def sample_scene(seed: int, split: str = "train") -> Scene:
-  """A random scene; the same (seed, split) always gives the same scene."""
+# How much of the world a scene may hold. 'full' is the original world (several objects,
+# a pillar that hides the primary, camera pans, textured backdrops); 'simple' keeps only what
+# a caption names: one object on a smooth gradient, nothing hidden, a still camera.
+WORLDS = ("simple", "standard", "full")
+
+
+def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
+  """A random scene; the same (seed, split, world) always gives the same scene.
+
+  world: 'simple' (one object, gradient backdrop, no pillar, no pan), 'standard' (one or two
+  objects, any backdrop, the pillar, no pan) or 'full'. The random draws are the same in every
+  world, so a seed's primary object is the same object in all three.
+  """
+  if world not in WORLDS:
+    raise ValueError(f"world {world!r} is not known; use one of {', '.join(WORLDS)}")
   rng = _rng(seed, split)
   n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+  n = {"simple": 1, "standard": min(n, 2)}.get(world, n)
   if split == "test_compositional":
     combos = sorted(HELD_OUT_COMBOS)
     triples = [combos[rng.integers(len(combos))]]
@@ -90,7 +104,7 @@ def sample_scene(seed: int, split: str = "train") -> Scene:
   while len(triples) < n:
     triples.append(_triple(rng, {c for c, _, _ in triples}))
   occluder = None
-  if rng.random() < 0.45:
+  if rng.random() < 0.45 and world != "simple":
     occluder = {"x": float(rng.uniform(-0.3, 0.3)), "width": 0.0,
                 "shade": float(rng.uniform(115, 150))}
   objects = [_object(rng, tr, i == 0, occluder) for i, tr in enumerate(triples)]
@@ -106,5 +120,10 @@ def sample_scene(seed: int, split: str = "train") -> Scene:
       # Never hide the primary at t = 0: a still image (frames=1) must show what it says.
       occluder["x"] = p.x + math.copysign(clear + 0.04, occluder["x"] - p.x)
   pan = float(rng.choice([-1, 1]) * rng.uniform(0.03, 0.07)) if rng.random() < 0.3 else 0.0
-  return Scene(seed=int(seed), split=split, objects=objects, background=_background(rng),
+  background = _background(rng)
+  if world != "full":
+    pan = 0.0
+  if world == "simple":
+    background["kind"] = "gradient"
+  return Scene(seed=int(seed), split=split, objects=objects, background=background,
                occluder=occluder, pan=pan)
