@@ -21,6 +21,9 @@ Each process reads only its shard of every batch (the global batches are those o
 only process 0 writes logs, videos and the console line; checkpoints resume on any process count
 and mesh. `--dry_run` compiles for the mesh and prints per-device memory and FLOPs; a step that
 exceeds device memory (or $SORA_JAX_DEVICE_MEMORY_GB) fails before step 1.
+
+train, sample, eval and demo keep compiled programs in ~/.cache/sora_jax/xla, so a second start
+skips most compiling: --compile_cache=DIR or =off, or $SORA_JAX_COMPILE_CACHE, to change it.
 """
 from __future__ import annotations
 
@@ -69,6 +72,10 @@ _LONG_PROMPT = flags.DEFINE_enum("long_prompt", "error", ["error", "warn"],
                                  "A prompt longer than the text encoder takes: error or cut.")
 _KEYS_DIR = flags.DEFINE_string("keys_dir", None, "keys init: where to write the test key.")
 _TRUST = flags.DEFINE_string("trust", None, "verify: a certificate to trust (PEM).")
+_COMPILE_CACHE = flags.DEFINE_string(
+    "compile_cache", None, "Persistent XLA compilation cache of train/sample/eval/demo: a "
+    "directory, or 'off' (default: jax's own JAX_COMPILATION_CACHE_DIR if set, else "
+    "$SORA_JAX_COMPILE_CACHE, else ~/.cache/sora_jax/xla). See sora_jax/compile_cache.py.")
 
 
 USER_ERRORS: tuple[type, ...] = ()
@@ -227,6 +234,9 @@ def _dispatch(argv):
   import jax
   jax.config.update("jax_threefry_partitionable", True)
   command = argv[1]
+  if command in ("train", "sample", "eval", "demo"):  # the commands that compile programs
+    from sora_jax import compile_cache
+    compile_cache.enable(_COMPILE_CACHE.value)
   rest = [argv[0]] + argv[2:]
   commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data,
               "flops": cmd_flops, "shardings": cmd_shardings, "demo": cmd_demo,

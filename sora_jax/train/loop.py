@@ -30,6 +30,55 @@ from sora_jax.train import steps as steps_lib
 from sora_jax.train.guard import NonFiniteGuard
 
 log = logging.getLogger(__name__)
+_IMPORTED = time.time()
+
+
+def process_age() -> float:
+  """Seconds since this process started (Linux /proc; elsewhere since this module's import)."""
+  try:
+    with open("/proc/uptime") as f:
+      uptime = float(f.read().split()[0])
+    with open("/proc/self/stat") as f:  # field 22, after the parenthesised command name
+      ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+  except (OSError, ValueError, IndexError):
+    return time.time() - _IMPORTED
+
+
+class StartupClock:
+  """Wall time of each phase before step 1, for the "first step done after" line (parsed by
+  benchmarks/startup.py). "imports" is process start → Trainer: interpreter, imports, flags."""
+
+  def __init__(self):
+    self.phases: dict[str, float] = {"imports": process_age()}
+    self._t = time.time()
+
+  def mark(self, name: str) -> None:
+    now = time.time()
+    self.phases[name] = self.phases.get(name, 0.0) + now - self._t
+    self._t = now
+
+  def report(self) -> str:
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in self.phases.items())
+    return f"first step done after {process_age():.1f} s ({parts})"
+
+
+class _GivenParams:
+  """A recipe whose init returns the (boxed) params it was given."""
+
+  def __init__(self, params):
+    self.params = params
+
+  def init(self, rng, batch):
+    del rng, batch
+    return self.params
+
+
+def _same_state(a, b) -> bool:
+  try:
+    return bool(a == b)
+  except (TypeError, ValueError):  # states holding arrays: not worth comparing
+    return False
 
 
 def _abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
@@ -48,12 +97,18 @@ class BuiltStep:
   compiled: Any            # its AOT-compiled executable (memory / cost analyses)
 
 
+def _optimizer(recipe, config, batch: dict):
+  """(tx, schedule, boxed abstract params)."""
+  boxed_params = jax.eval_shape(recipe.init, jax.random.key(config.seed), batch)
+  tx, schedule = optim_lib.make_optimizer(config.optim, config.train.steps, boxed_params,
+                                          players=getattr(recipe, "players", None))
+  return tx, schedule, boxed_params
+
+
 def make_optimizer(recipe, config, batch: dict):
   """(tx, schedule) for the recipe's params: decay mask and Muon's matrix axes come from the
   params' logical axis names, each player clipped by its own gradient norm."""
-  boxed_params = jax.eval_shape(recipe.init, jax.random.key(config.seed), batch)
-  return optim_lib.make_optimizer(config.optim, config.train.steps, boxed_params,
-                                  players=getattr(recipe, "players", None))
+  return _optimizer(recipe, config, batch)[:2]
 
 
 def build_step(recipe, config, mesh, batch: dict) -> BuiltStep:
@@ -63,9 +118,11 @@ def build_step(recipe, config, mesh, batch: dict) -> BuiltStep:
   logical-rules context (Trainer._context) so the models' logical constraints apply.
   """
   rules = rules_lib.rules_for(config.rules)
-  tx, schedule = make_optimizer(recipe, config, batch)
+  tx, schedule, boxed_params = _optimizer(recipe, config, batch)
   init_fn = state_lib.make_init_fn(recipe, tx)
-  boxed = jax.eval_shape(init_fn, jax.random.key(config.seed), batch)
+  # The state's shapes from the params' shapes: the model's init is traced once here, not twice.
+  boxed = jax.eval_shape(lambda p: state_lib.make_init_fn(_GivenParams(p), tx)(None, None),
+                         boxed_params)
   state_shardings = rules_lib.state_shardings(boxed, mesh, rules)
   abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
                                       state_shardings)
@@ -97,6 +154,7 @@ class Trainer:
 
   def __init__(self, config, workdir: str, *, resume_step: int | None = None,
                overwrite: bool = False):
+    self.clock = StartupClock()
     mesh_lib.maybe_initialize_distributed(config.mesh)
     config_lib.validate(config, jax.device_count(), jax.process_count(), training=True)
     self.workdir, self.resume_step = workdir, resume_step
@@ -104,8 +162,10 @@ class Trainer:
     # Before anything is written: another run in this workdir is refused, not clobbered.
     if self.primary:
       setup_lib.check_workdir(config, workdir, overwrite=overwrite)
+    self.clock.mark("validate")
     # Values resolved from data / other runs are in the config before the system exists.
     self.config, resolved = setup_lib.resolve(config, workdir)
+    self.clock.mark("resolve")
     self.resolved = setup_lib.public(resolved)
     config = self.config
     self.mesh = mesh_lib.make_mesh(config.mesh)
@@ -119,15 +179,22 @@ class Trainer:
     self.writer = metrics_lib.MetricWriter(workdir, enabled=self.primary)
     self.guard = NonFiniteGuard(config.train, workdir, self.ckpt, enabled=self.primary)
     self._batch_ids: list = []
+    self._first_batch = None   # (iterator state before, after, batch, ids), kept by setup()
     if self.primary:
       runs.save_config(config, workdir)
       if self.resolved:  # a record of what the start of the run resolved (also in the log)
         runs.save_resolved(self.resolved, workdir)
+    self.clock.mark("recipe+data")
 
   def _context(self):
     return mesh_lib.mesh_and_rules(self.mesh, self.rules)
 
   def _next_batch(self):
+    first, self._first_batch = self._first_batch, None
+    if first is not None and _same_state(self.data_it.get_state(), first[0]):
+      self.data_it.set_state(first[1])
+      self._batch_ids = first[3]
+      return first[2]
     host = next(self.data_it)
     ids = host.get("seed", host.get("index"))
     self._batch_ids = [] if ids is None else np.asarray(ids).reshape(-1).tolist()
@@ -143,8 +210,11 @@ class Trainer:
     cfg = self.config
     with self._context():
       start = self.data_it.get_state()
-      batch = self._next_batch()       # shapes for the abstract state only
+      batch = self._next_batch()       # shapes for the abstract state, and step 1's batch
+      # Unless a restore moves the iterator, step 1 reads this batch: made and encoded once.
+      self._first_batch = (start, self.data_it.get_state(), batch, self._batch_ids)
       self.data_it.set_state(start)
+      self.clock.mark("first_batch")
       t0 = time.time()
       built = build_step(self.recipe, cfg, self.mesh, batch)
       self.state_shardings, self.batch_shardings = built.state_shardings, built.batch_shardings
@@ -154,6 +224,7 @@ class Trainer:
       self.facts["compile_s"] = time.time() - t0
       self.facts["params"] = state_lib.param_count(built.abstract.params)
       check_fits(self.facts, self.report_facts())
+      self.clock.mark("compile")
       if not init_state:
         return None
       self._drop_later_checkpoints()
@@ -162,6 +233,8 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
       else:
         step, state = 0, built.init(jax.random.key(cfg.seed), batch)
+      jax.block_until_ready(state)
+      self.clock.mark("init")
     # Steps after the restored one are re-run: their old rows would appear twice.
     self.writer.drop_after(step)
     return state
@@ -204,6 +277,11 @@ class Trainer:
       for step in range(start, stop):
         batch = self._next_batch()
         state, metrics = self.step_fn(state, batch, steps_lib.step_rng(cfg.seed, step))
+        if step == start:
+          jax.block_until_ready(metrics)
+          self.clock.mark("first_step")
+          if self.primary:
+            log.info(self.clock.report())
         # The previous step's finiteness is read while this one runs (no host sync per step).
         self.guard.check_pending()
         n_since += 1
