@@ -93,5 +93,5 @@ def enable(flag: str | None = None) -> str | None:
     _use(None)
     return None
   _use(path)
-  log.info("XLA compilation cache: %s", path)
+  log.debug("XLA compilation cache: %s", path)  # info would break one-line user errors
   return path
