@@ -15,39 +15,54 @@ from configs import vae as vae_config
 # stretched to 3900, then L2 (PSNR is an MSE metric) stretched to 9900, the KL weight scaled down
 # with the loss. Held-out 17x64x64 PSNR and the curve: benchmarks/RESULTS.md.
 VAE_PHASES = ("steps=2400", "steps=3900", "steps=9900,loss=l2,kl=1e-6")
-_VAE_LOSS = dict(loss="l1", kl=1e-5)  # stage=vae's defaults, the arguments stage=t2v refuses
+_VAE_LOSS = dict(loss="l1", kl=1e-5)
+# Channel multipliers per compression at the patch-4 stem. 4x4x4 keeps every level at 16x16, so
+# it runs at width 64 throughout: one VAE step then costs less than the 4x8x8 VAE's (1.4 vs 1.6
+# CPU-s at batch 4; (1, 2, 2) would cost 3.3).
+_VAE_MULT = {"4x8x8": (1, 2, 2), "4x4x4": (1, 1, 1)}  # stage=vae's defaults, the arguments stage=t2v refuses
+
+
+def _vae_mult(comp: str) -> tuple[int, ...]:
+  if comp not in _VAE_MULT:
+    raise ValueError(f"configs/demo.py: config argument comp={comp!r} has no VAE layout here; "
+                     f"use one of {', '.join(_VAE_MULT)}")
+  return _VAE_MULT[comp]
 
 
 def get_config(arg=None):
   from configs import common
-  a = common.parse_arg(arg, stage="t2v", steps=0, world="full", runlocal=False, **_VAE_LOSS)
+  a = common.parse_arg(arg, stage="t2v", steps=0, world="full", comp="4x8x8", zch=16,
+                       patch="1x2x2", runlocal=False, **_VAE_LOSS)
   local = ",runlocal" if a.runlocal else ""
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
     # (or minute-long, chunked) clips, and 9 frames halve the CPU cost of a step.
     # patch=4 stem + DC-AE shortcuts + Muon: measured on this CPU to learn texture far faster
     # than the patch-2 / AdamW VAE of session 1 (20.7 dB after 1000 steps); see RESULTS.md.
-    c = vae_config.get_config("res=64,frames=9,comp=4x8x8,zch=16,ch=64,patch=4,batch=4,lr=1e-3,"
+    c = vae_config.get_config(f"res=64,frames=9,comp={a.comp},zch={a.zch},ch=64,patch=4,batch=4,"
+                              "lr=1e-3,"
                               f"opt=muon,loss={a.loss},kl={a.kl}"
                               + (f",steps={a.steps}" if a.steps else ",steps=2400")
                               + local)
+    c = c.unlock()
+    c.data.world = a.world
     if not a.runlocal:
-      c = c.unlock()
-      c.vae.channel_mult = (1, 2, 2)
+      c.vae.channel_mult = _vae_mult(a.comp)
       c.optim.warmup_steps = 30
       c.train.log_every, c.train.ckpt_every, c.train.sample_every = 25, 250, 500
       c.data.eval_split = "test"
-      c.lock()
+    c.lock()
   elif a.stage == "t2v":
     if any(a[k] != v for k, v in _VAE_LOSS.items()):
       raise ValueError("config arguments 'loss' and 'kl' belong to stage=vae; drop them for "
                        "stage=t2v (its VAE comes from vae_workdir)")
-    c = t2v_config.get_config("variant=Ti,patch=1x2x2,res=64,frames=17,comp=4x8x8,zch=16,"
+    c = t2v_config.get_config(f"variant=Ti,patch={a.patch},res=64,frames=17,comp={a.comp},"
+                              f"zch={a.zch},"
                               f"batch=16,lr=3e-4,world={a.world}"
                               + (f",steps={a.steps}" if a.steps else ",steps=4000") + local)
     c = c.unlock()
     if not a.runlocal:
-      c.vae.channels, c.vae.patch_size, c.vae.channel_mult = 64, 4, (1, 2, 2)
+      c.vae.channels, c.vae.patch_size, c.vae.channel_mult = 64, 4, _vae_mult(a.comp)
       c.model.depth = 6
       c.text.width, c.text.depth, c.text.heads = 128, 2, 4
       c.data.text_len = c.text.max_len = 48

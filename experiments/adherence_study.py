@@ -3,8 +3,9 @@
   python experiments/adherence_study.py --variants baseline,simple,simple_detailed --steps 1000
   python experiments/adherence_study.py --list          # every variant and what it changes
 
-Every run is the demo t2v config (configs/demo.py:stage=t2v) on the shipped demo VAE's latents,
-changed in exactly the keys its variant names, trained for --steps steps in its own workdir
+Every run is the demo t2v config (configs/demo.py:stage=t2v plus the --base arguments) on the
+latents of --vae_workdir (default: the shipped demo VAE), changed in exactly the keys its variant
+names, trained for --steps steps in its own workdir
 (resumable; skipped when finished) and ended by the training loop's held-out evaluation: flow
 loss on a fixed grid of t and the world evaluator's colour / direction / shape / overall
 adherence on --eval_num prompts of the eval split, each beside its chance level (the same videos
@@ -21,6 +22,8 @@ import time
 
 import jax
 
+# The configs package lives at the repository root, beside experiments/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import demo as demo_config
 from sora_jax import demo
 from sora_jax.train import loop
@@ -35,6 +38,8 @@ VARIANTS = {
     "simple_detailed": ("simple world, detailed captions",
                         {"data.world": "simple", "data.caption": "detailed"}),
     "patch1": ("1x1x1 patches: 320 tokens instead of 80", {"model.patch": (1, 1, 1)}),
+    "patch122": ("1x2x2 patches (4x more tokens than 1x4x4 on a 4x4x4 VAE's latents)",
+                 {"model.patch": (1, 2, 2)}),
     "wide": ("width 256 (Ti is 192)", {"model.width": 256, "model.heads": 4}),
     "lr1e-3": ("learning rate 1e-3 (3e-4)", {"optim.lr": 1e-3}),
     "shift1": ("timestep shift 1.0 ('auto' is 0.56 here)", {"diffusion.shift": "1.0"}),
@@ -44,14 +49,15 @@ KEYS = ("flow_loss", "color", "direction", "shape", "overall")
 DATA_KEYS = ("data.world", "data.caption")
 
 
-def config_for(name: str, steps: int, eval_num: int, workdir: str, cache_clips: int):
+def config_for(name: str, steps: int, eval_num: int, workdir: str, cache_clips: int,
+               base: str = "", vae_workdir: str = ""):
   overrides = VARIANTS[name][1]
-  c = demo_config.get_config(f"stage=t2v,steps={steps}").unlock()
-  c.vae_workdir = os.path.join(demo.ASSETS, "vae")
+  c = demo_config.get_config(f"stage=t2v,steps={steps}" + (f",{base}" if base else "")).unlock()
+  c.vae_workdir = os.path.abspath(vae_workdir) if vae_workdir else os.path.join(demo.ASSETS, "vae")
   for key, value in overrides.items():
     section, field = key.split(".")
     c[section][field] = value
-  data_tag = "_".join(str(overrides[k]) for k in DATA_KEYS if k in overrides) or "default"
+  data_tag = "_".join(str(c[k.split(".")[0]][k.split(".")[1]]) for k in DATA_KEYS)
   c.data.cache_dir = os.path.join(workdir, f"latents_{data_tag}")
   c.data.cache_clips = cache_clips
   c.optim.warmup_steps = min(c.optim.warmup_steps, steps // 10)
@@ -87,6 +93,11 @@ def main(argv=None) -> int:
   ap.add_argument("--eval_num", type=int, default=32)
   ap.add_argument("--cache_clips", type=int, default=1024)
   ap.add_argument("--workdir", default="workdirs/adherence_study")
+  ap.add_argument("--base", default="",
+                  help="configs/demo.py arguments every variant starts from, e.g. "
+                       "'world=simple,comp=4x4x4,zch=8,patch=1x4x4'")
+  ap.add_argument("--vae_workdir", default="",
+                  help="the VAE run whose latents the DiTs learn (default: the shipped demo VAE)")
   ap.add_argument("--out", default="experiments/results/adherence")
   ap.add_argument("--list", action="store_true", help="print the variants and exit")
   a = ap.parse_args(argv)
@@ -99,7 +110,8 @@ def main(argv=None) -> int:
   if unknown:
     ap.error(f"unknown --variants {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
   jax.config.update("jax_threefry_partitionable", True)
-  configs = {n: config_for(n, a.steps, a.eval_num, a.workdir, a.cache_clips) for n in names}
+  configs = {n: config_for(n, a.steps, a.eval_num, a.workdir, a.cache_clips, a.base,
+                           a.vae_workdir) for n in names}
   rows = []
   for name, cfg in configs.items():
     wd = os.path.join(a.workdir, name)

@@ -17,6 +17,8 @@ import time
 
 import jax
 
+# The configs package lives at the repository root, beside experiments/.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import demo as demo_config
 from sora_jax import demo
 from sora_jax.train import loop

@@ -94,8 +94,8 @@ def check_video_geometry(config: mlc.ConfigDict,
   tc, sc = int(v.temporal_compression), int(v.spatial_compression)
   if tc not in (1, 2, 4):
     raise ConfigError(f"{n('vae.temporal_compression')}={tc} must be 1, 2 or 4")
-  if sc not in (8, 16):
-    raise ConfigError(f"{n('vae.spatial_compression')}={sc} must be 8 or 16")
+  if sc not in (4, 8, 16):
+    raise ConfigError(f"{n('vae.spatial_compression')}={sc} must be 4, 8 or 16")
   if (d.frames - 1) % tc:
     ok = ", ".join(str(1 + tc * k) for k in range(6))
     raise ConfigError(

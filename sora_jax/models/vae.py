@@ -27,7 +27,7 @@ from sora_jax.models.vae_blocks import (SHORTCUT_LAYOUTS, CausalConv3d, Downsamp
 
 Dtype = Any
 TEMPORAL_COMPRESSIONS = (1, 2, 4)
-SPATIAL_COMPRESSIONS = (8, 16)
+SPATIAL_COMPRESSIONS = (4, 8, 16)
 LOGVAR_RANGE = (-30.0, 20.0)
 
 

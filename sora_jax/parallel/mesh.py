@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from sora_jax.parallel import process_sync
+
 AXES: tuple[str, str, str, str] = ("data", "fsdp", "tensor", "context")
 BATCH_AXES: tuple[str, str] = ("data", "fsdp")
 
@@ -132,6 +134,7 @@ def maybe_initialize_distributed(mesh_cfg: Any = None) -> bool:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   logging.info("jax.distributed.initialize(%s)", kwargs)
   jax.distributed.initialize(**kwargs)
+  process_sync.use_coordination_barriers()
   return True
 
 

@@ -20,6 +20,7 @@ from sora_jax import checkpoint as ckpt_lib
 from sora_jax import config as config_lib
 from sora_jax import runs
 from sora_jax.parallel import mesh as mesh_lib
+from sora_jax.parallel import process_sync
 from sora_jax.parallel import rules as rules_lib
 from sora_jax.train import interrupts
 from sora_jax.train import metrics as metrics_lib
@@ -222,6 +223,8 @@ class Trainer:
       self.step_fn, self.compiled = built.step_fn, built.compiled
       self.facts = steps_lib.compiled_facts(built.compiled)
       self.facts["compile_s"] = time.time() - t0
+      # Peers meet before step 1's collectives: one of them may compile much slower.
+      process_sync.sync_processes("train_step")
       self.facts["params"] = state_lib.param_count(built.abstract.params)
       check_fits(self.facts, self.report_facts())
       self.clock.mark("compile")

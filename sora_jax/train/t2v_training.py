@@ -16,6 +16,7 @@ import numpy as np
 
 from sora_jax.data import pipeline
 from sora_jax.eval import worlds as world_eval
+from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.t2v import T2VSystem
 from sora_jax.systems.vae import to_model_range, to_uint8
 
@@ -59,7 +60,7 @@ class T2VTraining:
 
   @functools.cached_property
   def _encode(self):
-    return jax.jit(self.system.encode)
+    return SyncedJit(self.system.encode, "encode")
 
   def _encode_host(self, video):
     return self._encode(jnp.asarray(to_model_range(video)))
@@ -84,7 +85,7 @@ class T2VTraining:
 
   @functools.cached_property
   def _generate(self):
-    return jax.jit(self.system.generate)
+    return SyncedJit(self.system.generate, "generate")
 
   @functools.cached_property
   def _held_out_loss(self):
@@ -93,7 +94,7 @@ class T2VTraining:
       losses = [self.system.loss(params, batch, rng, t=jnp.full((b,), t, jnp.float32))[0]
                 for t in EVAL_T_GRID]
       return jnp.stack(losses)
-    return jax.jit(fn)
+    return SyncedJit(fn, "held_out_loss")
 
   def _videos(self, params, prompts: list[str], rng) -> np.ndarray:
     tokens, mask = self.system.encode_prompts(prompts)

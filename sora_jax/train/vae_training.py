@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sora_jax.data import pipeline
 from sora_jax.models import discriminator as disc_lib
+from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.vae import VAESystem, to_model_range, to_uint8
 
 
@@ -98,11 +99,11 @@ class VAETraining:
 
   @functools.cached_property
   def _reconstruct(self):
-    return jax.jit(self.system.reconstruct)
+    return SyncedJit(self.system.reconstruct, "reconstruct")
 
   @functools.cached_property
   def _metrics(self):
-    return jax.jit(self.system.eval_metrics)
+    return SyncedJit(self.system.eval_metrics, "eval_metrics")
 
   def visualize(self, params, batch, rng):
     """{'recon': uint8 [T, H, 2W, 3]}: input | reconstruction (posterior mean) for clip 0."""

@@ -1,0 +1,87 @@
+"""Cross-process barriers that outlast a slow compile.
+
+On CPU, processes exchange data through gloo, whose rendezvous gives up after 30 s. Every
+collective in a compiled function, and orbax's default barrier (a psum), is such a rendezvous,
+so a process that compiles 30 s slower than its peer (a loaded or cold machine) kills the job
+with `Gloo context initialization failed: DEADLINE_EXCEEDED`. The fix is to meet first at the
+coordination service, whose barriers take any timeout: after compiling and before running
+(`SyncedJit`), and for every orbax checkpoint barrier (`use_coordination_barriers`).
+
+SORA_JAX_BARRIER_TIMEOUT_S sets how long a process waits for its peers (default 900 s).
+One process: every function here is a no-op.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+
+log = logging.getLogger(__name__)
+ENV_TIMEOUT = "SORA_JAX_BARRIER_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 900
+_ORBAX_FLAG = "experimental_orbax_use_distributed_barrier"
+_counter = itertools.count()
+
+
+def barrier_timeout_s() -> int:
+  raw = os.environ.get(ENV_TIMEOUT, "")
+  if not raw:
+    return DEFAULT_TIMEOUT_S
+  try:
+    value = int(raw)
+  except ValueError:
+    value = 0
+  if value <= 0:
+    raise ValueError(f"environment variable {ENV_TIMEOUT}={raw!r} must be a positive number of "
+                     f"seconds, e.g. {ENV_TIMEOUT}={DEFAULT_TIMEOUT_S}")
+  return value
+
+
+def use_coordination_barriers() -> None:
+  """Orbax checkpoint barriers through the coordination service (a timeout) instead of gloo."""
+  from absl import flags
+  try:
+    from orbax.checkpoint._src.multihost import multihost  # defines the flag
+  except ImportError:  # an orbax without the flag keeps its collective barrier
+    return
+  del multihost
+  if _ORBAX_FLAG in flags.FLAGS:
+    flags.FLAGS[_ORBAX_FLAG].value = True
+
+
+def sync_processes(name: str) -> None:
+  """Blocks until every process reaches the barrier `name` (unique per call in each process)."""
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed
+  key = f"sora_jax/{name}/{next(_counter)}"
+  timeout = barrier_timeout_s()
+  log.debug("waiting at barrier %s (up to %d s)", key, timeout)
+  distributed.global_state.client.wait_at_barrier(key, timeout_in_ms=timeout * 1000)
+
+
+def _signature(args) -> Any:
+  return tuple((getattr(x, "shape", None), str(getattr(x, "dtype", type(x))),
+                str(getattr(x, "sharding", ""))) for x in jax.tree.leaves(args))
+
+
+class SyncedJit:
+  """`jax.jit(fn)` whose first call per input signature compiles, meets the other processes,
+  then runs: no collective starts while a peer is still compiling. One process: plain jit."""
+
+  def __init__(self, fn: Callable, name: str, **jit_kwargs):
+    self.jitted = jax.jit(fn, **jit_kwargs)
+    self.name = name
+    self._compiled: dict[Any, Any] = {}
+
+  def __call__(self, *args):
+    if jax.process_count() == 1:
+      return self.jitted(*args)
+    key = _signature(args)
+    if key not in self._compiled:
+      self._compiled[key] = self.jitted.lower(*args).compile()
+      sync_processes(f"compiled/{self.name}")
+    return self._compiled[key](*args)
