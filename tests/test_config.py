@@ -68,7 +68,7 @@ def _t2v(**over):
     ({"data.batch_size": 3}, "data.batch_size"),
     ({"data.caption": "long"}, "data.caption"),
     ({"vae.temporal_compression": 3}, "vae.temporal_compression"),
-    ({"vae.spatial_compression": 4}, "vae.spatial_compression"),
+    ({"vae.spatial_compression": 32}, "vae.spatial_compression"),
     ({"vae.channel_mult": (1, 2)}, "vae.channel_mult"),
     ({"vae.latent_channels": 0}, "vae.latent_channels"),
     ({"model.patch": (1, 3, 3)}, "model.patch"),

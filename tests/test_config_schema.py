@@ -584,8 +584,6 @@ def test_shipped_demo_configs_complete_and_validate(stage):
           assert new[section][key] == v, f"{section}.{key}"
     else:
       assert new[section] == value
-  # The demo VAE was trained before the DC-AE shortcut fix: it keeps the sub-pixel layout.
-  assert new.vae.shortcut_layout == "subpixel"
 
 
 def test_complete_fills_a_config_json_missing_keys(tmp_path):

@@ -6,8 +6,8 @@ channel, and the up shortcut duplicates each channel into its own sub-pixels. So
 the down shortcut is plain average pooling and the up shortcut is nearest-neighbour upsampling.
 
 shortcut_layout='subpixel' is the pre-fix layout (sub-position major, which averaged different
-channels at one sub-pixel); it is kept only so that weights trained before the fix (the shipped
-demo VAE) load identically. The frozen numpy references below pin it down.
+channels at one sub-pixel); it is kept only so that weights trained before the fix (the demo VAEs
+of sessions 2-5) load identically. The frozen numpy references below pin it down.
 """
 import json
 import os
@@ -236,7 +236,12 @@ def test_config_key_selects_layout():
 
 
 @pytest.mark.parametrize("stage", ["vae", "t2v"])
-def test_shipped_demo_vae_keeps_the_layout_it_was_trained_with(stage):
+def test_shipped_demo_configs_name_the_layout_their_vae_was_trained_with(stage):
+  # Written out, not left to a default: the default changed once (the layout fix), and a default
+  # that moves must never change how shipped weights load.
   with open(os.path.join(ASSETS, stage, "config.json")) as f:
     cfg = mlc.ConfigDict(json.load(f))
-  assert vae_from_config(cfg.vae).shortcut_layout == "subpixel"
+  with open(os.path.join(ASSETS, "vae", "config.json")) as f:
+    trained = json.load(f)["vae"]["shortcut_layout"]
+  assert cfg.vae.shortcut_layout == trained
+  assert vae_from_config(cfg.vae).shortcut_layout == trained
