@@ -45,12 +45,14 @@ def main(argv=None) -> int:
   ap.add_argument("--workdir", default=os.path.join(demo.ASSETS, "t2v"))
   ap.add_argument("--prompts", default="|".join(PROMPTS), help="'|'-separated prompts")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--guidance", type=float, default=None,
+                  help="classifier-free guidance scale (default: the run's sample.guidance_scale)")
   ap.add_argument("--out", default="docs/demo_strip.png")
   a = ap.parse_args(argv)
   prompts = [p.strip() for p in a.prompts.split("|") if p.strip()]
   system, params = runs.open_t2v(a.workdir)
   t2v = TextToVideo(system, params)
-  videos = [t2v(p, seed=a.seed) for p in prompts]   # one prompt per call, as the demo does
+  videos = [t2v(p, seed=a.seed, guidance_scale=a.guidance) for p in prompts]   # one prompt per call, as the demo does
   labels = []
   for p, v in zip(prompts, videos):
     s = world_eval.score_video(v, p, fps=float(system.config.data.fps))
