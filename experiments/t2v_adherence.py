@@ -29,7 +29,7 @@ def main():
   ap.add_argument("--out", default="results/t2v_adherence")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
-  t2v = TextToVideo.from_workdir(a.workdir)
+  t2v = TextToVideo.from_workdir(a.workdir, on_long="warn")   # captions as training cut them
   results = {}
   for split in a.splits.split(","):
     captions = t2v_eval.held_out_captions(t2v.config.data, split, a.num)
