@@ -10,7 +10,9 @@ older run's config.json into today's schema.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import re
 from typing import Any, Mapping
 
 import ml_collections as mlc
@@ -131,6 +133,76 @@ def check_video_geometry(config: mlc.ConfigDict,
             f"or the {name}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Size:
+  frames: int
+  height: int
+  width: int
+  weight: float = 1.0
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    return (self.frames, self.height, self.width)
+
+  def __str__(self) -> str:
+    return f"{self.frames}x{self.height}x{self.width}"
+
+
+def parse_sizes(spec: str, key: str = "config.data.sizes") -> tuple[Size, ...]:
+  """'17x64x64:2,1x64x64' -> (Size(17, 64, 64, 2.0), Size(1, 64, 64, 1.0)); errors name `key`."""
+  sizes = []
+  for part in (p.strip() for p in str(spec).split(",")):
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)(?::([0-9.]+))?", part)
+    if not m:
+      raise ConfigError(f"{key}: {part!r} is not FRAMESxHEIGHTxWIDTH[:WEIGHT], e.g. "
+                       f"'17x64x112:2,1x64x64'")
+    f, h, w = (int(g) for g in m.groups()[:3])
+    weight = float(m.group(4)) if m.group(4) else 1.0
+    if min(f, h, w) < 1 or not weight > 0:
+      raise ConfigError(f"{key}: {part!r} needs positive frames, height, width and weight")
+    sizes.append(Size(f, h, w, weight))
+  if not sizes:
+    raise ConfigError(f"{key} is empty; give at least one FRAMESxHEIGHTxWIDTH")
+  return tuple(sizes)
+
+
+def check_packing(config: mlc.ConfigDict) -> None:
+  """data.sizes / data.pack_tokens: every size representable by the VAE and patch, and short
+  enough for the token budget; packing trains from the latent cache with the flow objective."""
+  d = config.data
+  sizes, budget = str(d.get("sizes", "") or ""), int(d.get("pack_tokens", 0) or 0)
+  if not sizes and not budget:
+    return
+  if budget < 0:
+    raise ConfigError(f"config.data.pack_tokens={budget} must be >= 0 (0 = no packing)")
+  if sizes and not budget:
+    raise ConfigError("config.data.sizes needs config.data.pack_tokens > 0: clips of mixed sizes "
+                      "are trained packed into rows of that many tokens")
+  if config.get("task") != "t2v":
+    raise ConfigError(f"config.data.pack_tokens is for task='t2v', not {config.get('task')!r}")
+  if not d.cache_dir:
+    raise ConfigError("config.data.pack_tokens needs config.data.cache_dir: packed clips are "
+                      "encoded once into the latent cache (one VAE compile per size)")
+  if config.diffusion.objective != "flow":
+    raise ConfigError(f"config.data.pack_tokens needs diffusion.objective='flow', not "
+                      f"{config.diffusion.objective!r}")
+  tc, sc = int(config.vae.temporal_compression), int(config.vae.spatial_compression)
+  for size in parse_sizes(sizes or f"{d.frames}x{d.height}x{d.width}"):
+    one = copy.deepcopy(config)
+    with one.unlocked():
+      one.data.frames, one.data.height, one.data.width = size.shape
+    try:
+      check_video_geometry(one)
+    except ConfigError as e:
+      raise ConfigError(f"config.data.sizes entry {size}: {e}") from None
+    grid = (1 + (size.frames - 1) // tc, size.height // sc, size.width // sc)
+    tokens = math.prod(g // p for g, p in zip(grid, config.model.patch))
+    if tokens > budget:
+      raise ConfigError(f"config.data.sizes entry {size} is {tokens} tokens, more than "
+                        f"config.data.pack_tokens={budget}; raise pack_tokens to >= {tokens} or "
+                        "drop that size")
+
+
 def check_model(config: mlc.ConfigDict) -> None:
   model = config.get("model")
   if model is None:
@@ -240,6 +312,7 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_keys(config)
   check_enums(config)
   check_video_geometry(config)
+  check_packing(config)
   check_model(config)
   check_optim(config)
   check_mesh(config, num_devices, process_count)

@@ -90,6 +90,8 @@ def data_section(**overrides) -> mlc.ConfigDict:
       num_epochs=0,             # 0 = repeat forever
       cache_dir="",             # t2v: encode cache_clips clips once and train on their latents
       cache_clips=4096,         # clips in the latent cache (cache_dir)
+      sizes="",                 # t2v mix of sizes, "17x64x64:2,17x64x112,1x64x64" (FxHxW[:weight])
+      pack_tokens=0,            # t2v: pack clips into rows of this many tokens (NaViT); 0 = off
   ), overrides)
 
 

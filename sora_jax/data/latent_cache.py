@@ -61,12 +61,78 @@ def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray]
       bar.update(n)
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   arrays["caption"] = arrays["caption"].astype(str)
+  _save(path, arrays)
+  log.info("cached %d latents %s at %s", num_clips, arrays["latents"].shape[1:], path)
+  return path
+
+
+def build_mixed(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray], np.ndarray],
+                path: str, *, seed: int = 0, encode_batch: int = 8, tokenizer=None) -> str:
+  """`build` for a mix of sizes (`data.sizes`, data/packing.py): clips are encoded in batches of
+  one size each (one compiled encoder per size) and stored per size; `MixedLatentSource` reads
+  them back in the stream's order."""
+  from sora_jax.data import packing
+  examples = packing.mixed_examples(data_cfg, split, seed=seed, tokenizer=tokenizer)
+  groups: dict[tuple, dict[str, list]] = {}
+  order, pending = [], {}
+  with tqdm(total=num_clips, desc="caching latents (mixed sizes)") as bar:
+    def flush(shape):
+      videos = pending.pop(shape)
+      lat = np.asarray(encode_fn(np.stack(videos)))
+      groups.setdefault(shape, {"latents": []})["latents"].append(lat)
+      bar.update(len(videos))
+    for i in range(num_clips):
+      ex = examples[i]
+      shape = tuple(ex["video"].shape[:3])
+      g = groups.setdefault(shape, {"latents": []})
+      order.append((list(groups).index(shape), sum(len(b) for b in g["latents"])
+                    + len(pending.get(shape, []))))
+      pending.setdefault(shape, []).append(ex["video"])
+      for k in KEYS[1:]:
+        g.setdefault(k, []).append(np.asarray(ex[k]))
+      if len(pending[shape]) == encode_batch:
+        flush(shape)
+    for shape in list(pending):
+      flush(shape)
+  arrays = {"group": np.asarray([o[0] for o in order], np.int32),
+            "row": np.asarray([o[1] for o in order], np.int32)}
+  for gi, g in enumerate(groups.values()):
+    arrays[f"latents_{gi}"] = np.concatenate(g["latents"])
+    for k in KEYS[1:]:
+      arrays[f"{k}_{gi}"] = np.stack(g[k])
+    arrays[f"caption_{gi}"] = arrays[f"caption_{gi}"].astype(str)
+  _save(path, arrays)
+  log.info("cached %d latents of %d sizes (%s) at %s", num_clips, len(groups),
+           ", ".join(str(a.shape[1:4]) for k, a in arrays.items() if k.startswith("latents_")),
+           path)
+  return path
+
+
+def _save(path: str, arrays: dict) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp.{os.getpid()}.npz"
   np.savez(tmp, **arrays)
   os.replace(tmp, path)  # atomic: a killed build never leaves a half cache behind
-  log.info("cached %d latents %s at %s", num_clips, arrays["latents"].shape[1:], path)
-  return path
+
+
+class MixedLatentSource:
+  """Random access over a `build_mixed` cache: clip i in the order it was encoded."""
+
+  def __init__(self, path: str):
+    with np.load(path, allow_pickle=False) as f:
+      self.arrays = {k: f[k] for k in f.files}
+    self.group, self.row = self.arrays["group"], self.arrays["row"]
+
+  def __len__(self) -> int:
+    return len(self.group)
+
+  def __getitem__(self, i: int) -> dict:
+    g, r = int(self.group[i]), int(self.row[i])
+    return {k: self.arrays[f"{k}_{g}"][r] for k in KEYS}
+
+  def shapes(self) -> list[tuple[int, ...]]:
+    """Latent shapes [T, H, W, C] of the cached sizes."""
+    return [self.arrays[k].shape[1:] for k in sorted(self.arrays) if k.startswith("latents_")]
 
 
 class LatentSource:

@@ -106,11 +106,14 @@ class Preprocess:
   def __call__(self, ex: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     video = np.asarray(ex["video"])
     t0, h0, w0 = video.shape[:3]
-    if t0 < self.frames:
-      raise ValueError(f"config.data.frames={self.frames} but the source's clips have {t0} "
-                       f"frames; prepare a builder_config with at least {self.frames} frames")
-    start = int(rng.integers(0, t0 - self.frames + 1)) if self.random_crop else 0
-    video = video_io.resize_center_crop(video[start:start + self.frames], self.height, self.width)
+    # A mixed-size source (data/packing.py) gives each clip its own size.
+    frames, height, width = (int(v) for v in ex.get("target_size", (self.frames, self.height,
+                                                                    self.width)))
+    if t0 < frames:
+      raise ValueError(f"config.data.frames={frames} but the source's clips have {t0} "
+                       f"frames; prepare a builder_config with at least {frames} frames")
+    start = int(rng.integers(0, t0 - frames + 1)) if self.random_crop else 0
+    video = video_io.resize_center_crop(video[start:start + frames], height, width)
     seed = int(ex.get("seed", 0))
     short = _text(ex["caption"])
     detailed = _text(ex.get("caption_detailed", short))
@@ -122,10 +125,10 @@ class Preprocess:
            "seed": np.int64(seed)}
     # Ground truth is in normalised image coordinates, so it survives a resize but not a crop
     # that changes the aspect ratio: keep it only when the aspect is unchanged.
-    if "positions" in ex and abs(h0 * self.width - w0 * self.height) <= max(h0, w0) // 64:
+    if "positions" in ex and abs(h0 * width - w0 * height) <= max(h0, w0) // 64:
       for key in _GT_KEYS:
         value = np.asarray(ex[key])
-        out[key] = value[start:start + self.frames] if key in _TIME_KEYS else value
+        out[key] = value[start:start + frames] if key in _TIME_KEYS else value
     return out
 
 

@@ -117,6 +117,44 @@ def flow_loss(model_fn: ModelFn, x0: jax.Array, rng: jax.Array, cond: Any, *,
   return loss, {"loss": loss, "t_mean": jnp.mean(t), "loss_per_example": per_ex}
 
 
+def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, rng: jax.Array,
+                     cond: Any, *, max_segments: int, shift_fn: Callable[[jax.Array], Any],
+                     t_sampling: str = "logit_normal", logit_mean: float = 0.0,
+                     logit_std: float = 1.0, t: jax.Array | None = None,
+                     noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Rectified-flow loss of packed rows: x0 [B, N, P] clean tokens of several clips per row,
+  `segment_ids` [B, N] (clips 1..max_segments, 0 = padding).
+
+  Every clip draws its own t (then shifted by `shift_fn(its token count)`, the resolution- and
+  duration-dependent shift of the clip alone) and its own noise; the loss is each clip's mean
+  token error, averaged over the clips of the batch — so a packed batch scores exactly the mean
+  of its clips' losses, whatever sizes were packed together, and padding counts for nothing.
+  `model_fn(x_t, t_tokens [B, N], cond)`; `t` [B, S] fixes the per-clip noise levels.
+  Returns (loss, {'loss', 't_mean', 'clips'}).
+  """
+  b = x0.shape[0]
+  rng_t, rng_n = jax.random.split(rng)
+  x0 = x0.astype(jnp.float32)
+  onehot = (segment_ids[..., None] == jnp.arange(1, max_segments + 1)).astype(jnp.float32)
+  counts = onehot.sum(1)                                            # [B, S] tokens per clip
+  valid = (counts > 0).astype(jnp.float32)
+  if t is None:
+    t = sample_t(rng_t, b * max_segments, sampling=t_sampling, mean=logit_mean,
+                 std=logit_std).reshape(b, max_segments)
+    t = time_shift(t, shift_fn(jnp.maximum(counts, 1.0)))
+  t_tok = jnp.einsum("bns,bs->bn", onehot, t)                       # padding: t = 0
+  if noise is None:
+    noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
+  x_t = interpolate(x0, noise, t_tok)
+  pred = model_fn(x_t, t_tok, cond).astype(jnp.float32)
+  err = jnp.mean(jnp.square(pred - velocity_target(x0, noise)), -1)  # [B, N]
+  per_clip = jnp.einsum("bns,bn->bs", onehot, err) / jnp.maximum(counts, 1.0)
+  n_clips = jnp.maximum(valid.sum(), 1.0)
+  loss = jnp.sum(per_clip * valid) / n_clips
+  return loss, {"loss": loss, "t_mean": jnp.sum(t * valid) / n_clips, "clips": valid.sum(),
+                "loss_per_clip": per_clip}
+
+
 def flow_timesteps(num_steps: int, shift=1.0, num_train_timesteps: int | None = 1000) -> np.ndarray:
   """Sampling grid `[num_steps + 1]` of t from 1 down to 0 (float32 numpy).
 

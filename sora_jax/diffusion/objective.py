@@ -2,6 +2,7 @@
 
   obj = make_objective(config.diffusion)
   loss, metrics = obj.loss(model_fn, x0, rng, cond, num_tokens)            # inside the train step
+  loss, metrics = obj.packed_loss(model_fn, tokens, segment_ids, rng, cond, max_segments)
   x0 = obj.sample(model_fn, noise, cond, uncond, config.sample, num_tokens)  # jittable
 
 Config keys read (defaults in brackets):
@@ -95,6 +96,18 @@ class Objective:
                                   beta_schedule=self.beta_schedule,
                                   num_train_timesteps=self.num_train_timesteps,
                                   loss_mask=loss_mask, k=k)
+
+  def packed_loss(self, model_fn, x0: jax.Array, segment_ids: jax.Array, rng: jax.Array,
+                  cond: Any, max_segments: int, t: jax.Array | None = None
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The loss of packed rows (flow.packed_flow_loss): per-clip t, shift from each clip's own
+    token count, mean over clips."""
+    if self.kind != "flow":
+      raise ValueError(f"packed training (data.pack_tokens > 0) needs diffusion.objective="
+                       f"'flow'; got {self.kind!r}")
+    return flow.packed_flow_loss(model_fn, x0, segment_ids, rng, cond, max_segments=max_segments,
+                                 shift_fn=self.shift_for, t_sampling=self.t_sampling,
+                                 logit_mean=self.logit_mean, logit_std=self.logit_std, t=t)
 
   def sample_kwargs(self, sample_cfg=None, num_tokens=None) -> dict[str, Any]:
     """Keyword arguments for `samplers.sample` / `samplers.sample_in_chunks`."""

@@ -14,8 +14,12 @@ Layout and scaling match `jax.nn.dot_product_attention`: [batch, seq, heads, hea
             its local queries. Fewer, larger collectives; good when K/V are small relative to the
             scores (few heads per device, moderate N).
 
-`segment_ids` ([B, N] ints, self-attention) restricts attention to tokens of the same segment, for
-packed sequences (xla only for now). The context-parallel impls take the mesh set by
+`segment_ids` ([B, N] ints) restricts attention to keys of the same segment, for packed sequences
+of several clips (NaViT): in self-attention (`kv_segment_ids` defaults to `segment_ids`) and in
+text cross-attention (`kv_segment_ids` names each caption token's clip). Every impl takes them:
+xla as a boolean mask, cudnn as a dense mask (correct, not fast: cuDNN has no segment ids in
+this jax), ring and allgather without any N x N mask — each K/V block carries its segment ids
+around the ring and the mask is formed per block. The context-parallel impls take the mesh set by
 `jax.set_mesh` (abstract inside jit), never a `sora_jax.parallel` import: models sit below parallel.
 """
 from __future__ import annotations
@@ -41,23 +45,22 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str
     broadcastable to [B, H, T, S].
   segment_ids: per-query-token segment ids [B, T] of packed sequences: a token attends only to keys
     of its own segment (kv_segment_ids [B, S], default segment_ids). Give padding its own id.
-  impl: one of IMPLS (see the module docstring). 'ring' / 'allgather' are unmasked self-attention
-    over the mesh's context axis; without a mesh or with context = 1 they are plain XLA attention.
+  impl: one of IMPLS (see the module docstring). 'ring' / 'allgather' are self-attention over the
+    mesh's context axis (segment ids allowed, no other mask); without a mesh or with context = 1
+    they are plain XLA attention.
   """
   if impl not in IMPLS:
     raise ValueError(f"attention_impl must be one of {', '.join(IMPLS)}; got {impl!r}")
-  if impl in CONTEXT_IMPLS:
-    if mask is not None or segment_ids is not None:
-      raise ValueError(f"attention_impl={impl!r} supports only unmasked self-attention; "
-                       "cross-attention with a text mask must use 'xla' or 'cudnn'")
-    return context_attention(q, k, v, impl=impl)
   if segment_ids is None and kv_segment_ids is not None:
     raise ValueError("kv_segment_ids needs segment_ids (the queries' segments)")
-  if segment_ids is not None and impl != "xla":
-    raise ValueError(f"segment_ids need attention_impl='xla'; got {impl!r}")
+  if impl in CONTEXT_IMPLS:
+    if mask is not None or kv_segment_ids is not None:
+      raise ValueError(f"attention_impl={impl!r} supports only self-attention (with optional "
+                       "segment ids); cross-attention with a text mask must use 'xla' or 'cudnn'")
+    return context_attention(q, k, v, impl=impl, segment_ids=segment_ids)
   kwargs = {}
   if mask is not None and mask.ndim == 2:
-    if impl == "cudnn":
+    if impl == "cudnn" and segment_ids is None:
       # cuDNN is slow with dense masks; a key mask of left-aligned valid tokens is a length.
       kwargs["key_value_seq_lengths"] = jnp.sum(mask, -1).astype(jnp.int32)
       mask = None
@@ -131,11 +134,12 @@ def _block_scores(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
 
 
 def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str = "context",
-                   causal: bool = False) -> jax.Array:
+                   causal: bool = False, segment_ids: jax.Array | None = None) -> jax.Array:
   """Per-shard ring attention; call inside `jax.shard_map` with the sequence split on `axis_name`.
 
   q, k, v: this device's blocks [B, N_local, H, D] of a sequence laid out in device order along
   `axis_name`. Returns this device's output block [B, N_local, H, D] in q's dtype.
+  segment_ids: this device's block [B, N_local] of packed segment ids; they travel with K/V.
   Each of the c ring steps is rematerialized in the backward pass, so the gradient keeps only
   the O(N_local) carries per step, never a score block.
   """
@@ -149,15 +153,23 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str =
 
   def fold(carry, kv_blk, step):
     o, m, l = carry
-    kb, vb = kv_blk
+    kb, vb = kv_blk[:2]
     s = _block_scores(q, kb, scale)
+    keep = None
     if causal:
       src = (idx - step) % n  # after `step` hops this device holds the block of device idx-step
       k_pos = src * nl + jnp.arange(nl)
-      s = jnp.where(q_pos[:, None] >= k_pos[None, :], s, neg)
+      keep = (q_pos[:, None] >= k_pos[None, :])[None, None]
+    if segment_ids is not None:
+      same = (segment_ids[:, :, None] == kv_blk[2][:, None, :])[:, None]
+      keep = same if keep is None else jnp.logical_and(keep, same)
+    if keep is not None:
+      s = jnp.where(keep, s, neg)
     m_new = jnp.maximum(m, s.max(axis=-1))
     corr = jnp.exp(m - m_new)
     p = jnp.exp(s - m_new[..., None])
+    if keep is not None:  # a block with no key of this row's segment adds nothing, not exp(0)
+      p = jnp.where(keep, p, 0.0)
     l = l * corr + p.sum(axis=-1)
     pv = jnp.einsum("bhqk,bkhd->bqhd", p.astype(vb.dtype), vb, preferred_element_type=jnp.float32)
     o = o * jnp.swapaxes(corr, 1, 2)[..., None] + pv
@@ -173,7 +185,7 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str =
   o0 = _vary_like(jnp.zeros((b, nl, h, d), jnp.float32), q, k, v)
   m0 = _vary_like(jnp.full((b, h, nl), neg, jnp.float32), q, k, v)
   l0 = _vary_like(jnp.zeros((b, h, nl), jnp.float32), q, k, v)
-  state = ((o0, m0, l0), (k, v))
+  state = ((o0, m0, l0), (k, v) if segment_ids is None else (k, v, segment_ids))
   if n > 1:  # c - 1 hops; the last block is folded without a (wasted) final hop
     state, _ = jax.lax.scan(body, state, jnp.arange(n - 1))
   carry, kv_blk = state
@@ -182,8 +194,9 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str =
 
 
 def allgather_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: str = "context",
-                        causal: bool = False) -> jax.Array:
-  """Per-shard attention of local queries against K/V all-gathered over `axis_name`."""
+                        causal: bool = False, segment_ids: jax.Array | None = None) -> jax.Array:
+  """Per-shard attention of local queries against K/V (and segment ids) all-gathered over
+  `axis_name`."""
   k_all = jax.lax.all_gather(k, axis_name, axis=1, tiled=True)
   v_all = jax.lax.all_gather(v, axis_name, axis=1, tiled=True)
   mask = None
@@ -191,6 +204,9 @@ def allgather_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, axis_name: 
     nl = q.shape[1]
     q_pos = jax.lax.axis_index(axis_name) * nl + jnp.arange(nl)
     mask = (q_pos[:, None] >= jnp.arange(k_all.shape[1])[None, :])[None, None]
+  if segment_ids is not None:
+    seg_all = jax.lax.all_gather(segment_ids, axis_name, axis=1, tiled=True)
+    mask = _and(mask, segment_mask(segment_ids, seg_all))
   return jax.nn.dot_product_attention(q, k_all, v_all, mask=mask)
 
 
@@ -218,13 +234,15 @@ def current_mesh(mesh: Any = None) -> Any:
 def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "ring",
                       mesh: Any = None, axis_name: str = "context",
                       batch_axes: Sequence[str] | None = ("data", "fsdp"),
-                      head_axis: str | None = "tensor", causal: bool = False) -> jax.Array:
+                      head_axis: str | None = "tensor", causal: bool = False,
+                      segment_ids: jax.Array | None = None) -> jax.Array:
   """Attention on GLOBAL [B, N, H, D] arrays, sequence-parallel over `axis_name` of the mesh.
 
   Batch is split over `batch_axes` and heads over `head_axis` inside the shard_map (each reduced
   to the axes that divide the dim, the rest replicated), so it composes with data/FSDP/tensor
   parallelism without resharding. Without a mesh, or with a context axis of size 1, this is
-  exactly `jax.nn.dot_product_attention(q, k, v, is_causal=causal)`.
+  exactly `jax.nn.dot_product_attention(q, k, v, is_causal=causal)` (masked by `segment_ids`
+  [B, N], the packed clips, when given).
   """
   if impl not in CONTEXT_IMPLS:
     raise ValueError(f"context attention impl {impl!r} is not known; "
@@ -235,6 +253,10 @@ def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "
   mesh = current_mesh(mesh)
   shape = dict(mesh.shape) if mesh is not None else {}
   if shape.get(axis_name, 1) == 1:
+    if segment_ids is not None:
+      return xla_attention(q, k, v, segment_mask(segment_ids) if not causal else _and(
+          jnp.tril(jnp.ones((q.shape[1], q.shape[1]), bool))[None, None],
+          segment_mask(segment_ids)))
     return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
   b, n, h, _ = q.shape
   c = shape[axis_name]
@@ -245,7 +267,14 @@ def context_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "
   spec = P(_fit_axes(batch_axes, b, shape), axis_name, _fit_axes(head_axis, h, shape), None)
   fn = ring_attention if impl == "ring" else allgather_attention
 
-  def per_shard(q, k, v):
-    return fn(q, k, v, axis_name=axis_name, causal=causal)
+  if segment_ids is None:
+    def per_shard(q, k, v):
+      return fn(q, k, v, axis_name=axis_name, causal=causal)
+    return jax.shard_map(per_shard, mesh=mesh, in_specs=(spec, spec, spec),
+                         out_specs=spec)(q, k, v)
 
-  return jax.shard_map(per_shard, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(q, k, v)
+  def per_shard_seg(q, k, v, seg):
+    return fn(q, k, v, axis_name=axis_name, causal=causal, segment_ids=seg)
+  seg_spec = P(spec[0], axis_name)
+  return jax.shard_map(per_shard_seg, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
+                       out_specs=spec)(q, k, v, segment_ids.astype(jnp.int32))

@@ -8,6 +8,12 @@ Two modes share one module:
 
 Timesteps may be per sample [B] or per latent frame [B, T]; in the latter case the adaLN
 modulation is per token, taken from its frame's t (image-to-video, extension, looping).
+
+Packed rows (NaViT; `sora_jax.data.packing`): with `segment_ids` the input is already patchified,
+x [B, N, pt*ph*pw*C] holding several clips of any size side by side, with their (t, h, w) token
+`positions` [B, N, 3], per-token t [B, N], and the clips' captions concatenated in `context`
+[B, S*L, Dc] with `context_segment_ids`. Tokens attend only within their clip, read only their
+clip's caption, and are modulated by their clip's t and pooled caption; the output stays packed.
 """
 from __future__ import annotations
 
@@ -71,18 +77,19 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, c, rope, context, context_mask):
+  def __call__(self, x, c, rope, context, context_mask, segments=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    seg, ctx_seg = segments if segments is not None else (None, None)
     x = L.constrain(x, L.ACT_TOKENS)
     sh1, sc1, g1, sh2, sc2, g2 = L.AdaLNModulation(6, name="adaLN", **kw)(c)
     h = L.modulate(L.LayerNorm(affine=False, name="norm1", **kw)(x), sh1, sc1)
     h = L.Attention(self.heads, qk_norm=self.qk_norm, use_bias=self.use_bias,
-                    impl=self.attention_impl, name="attn", **kw)(h, rope)
+                    impl=self.attention_impl, name="attn", **kw)(h, rope, seg)
     x = x + L.gate(h, g1)
     if self.cross_attention:
       h = L.LayerNorm(affine=True, name="norm_cross", **kw)(x)
       x = x + L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
-                               name="cross_attn", **kw)(h, context, context_mask)
+                               name="cross_attn", **kw)(h, context, context_mask, seg, ctx_seg)
     h = L.modulate(L.LayerNorm(affine=False, name="norm2", **kw)(x), sh2, sc2)
     h = L.MLP(self.mlp, self.mlp_ratio, name="mlp", **kw)(h)
     x = L.constrain(x + L.gate(h, g2), L.ACT_TOKENS)
@@ -128,30 +135,54 @@ class DiT(nn.Module):
     if self.pos not in ("rope3d", "sincos"):
       raise ValueError(f"model.pos must be 'rope3d' or 'sincos', got {self.pos!r}")
 
+  def _check_packed(self, x, t, positions, segment_ids, context, context_segment_ids):
+    pdim = self.patch[0] * self.patch[1] * self.patch[2] * self.in_channels
+    b, n = segment_ids.shape[:2] if segment_ids.ndim == 2 else (None, None)
+    want = {"x": (x.shape, (b, n, pdim)), "t": (t.shape, (b, n)),
+            "positions": (None if positions is None else positions.shape, (b, n, 3))}
+    for name, (got, shape) in want.items():
+      if got != shape:
+        raise ValueError(f"packed DiT input {name} must be {shape} for segment_ids [{b}, {n}] and "
+                         f"patch {tuple(self.patch)} x {self.in_channels} channels; got {got}")
+    if self.cond != "text" or self.pos != "rope3d":
+      raise ValueError("packed sequences need model.cond='text' and model.pos='rope3d' (positions "
+                       "come per token; a sin-cos table needs one grid)")
+    if context is None or context_segment_ids is None:
+      raise ValueError("packed sequences need context and context_segment_ids (each caption "
+                       "token's clip)")
+
   @nn.compact
-  def __call__(self, x, t, *, context=None, context_mask=None, labels=None, train: bool = False):
+  def __call__(self, x, t, *, context=None, context_mask=None, labels=None, train: bool = False,
+               segment_ids=None, positions=None, context_segment_ids=None):
     del train  # no dropout; class / caption dropout for CFG happens in the train step
     t = jnp.asarray(t, jnp.float32)
-    self._check(x, t, context, labels)
+    packed = segment_ids is not None
+    if packed:
+      self._check_packed(x, t, positions, segment_ids, context, context_segment_ids)
+    else:
+      self._check(x, t, context, labels)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     out_ch = self.out_channels or self.in_channels
     b = x.shape[0]
 
-    tokens, grid = patching.patchify(x, self.patch)
+    if packed:
+      tokens, grid, pos = x, None, positions
+    else:
+      tokens, grid = patching.patchify(x, self.patch)
+      pos = patching.grid_positions(grid)[None]
     h = L.Dense(self.width, ("patch", "embed"), name="patch_embed", **kw)(tokens)
     rope = None
     if self.pos == "sincos":
       h = h + jnp.asarray(L.sincos_3d(self.width, grid), self.dtype)[None]
     else:
-      pos = patching.grid_positions(grid)[None]
       rope = L.rope_3d(pos, self.width // self.heads, theta=self.rope_theta)
     h = L.constrain(h, L.ACT_TOKENS)
 
-    if t.ndim == 2:  # per latent frame -> per token frame (mean over the temporal patch)
-      t = t.reshape(b, grid[0], self.patch[0]).mean(-1)
-    else:
-      t = t[:, None]
-    c = L.TimestepEmbedder(self.width, name="t_embed", **kw)(t)  # [B, G, D], G in {1, nt}
+    # Conditioning groups: one per sample, per token frame (mean over the temporal patch), or,
+    # packed, one per token (its clip's t).
+    if not packed:
+      t = t.reshape(b, grid[0], self.patch[0]).mean(-1) if t.ndim == 2 else t[:, None]
+    c = L.TimestepEmbedder(self.width, name="t_embed", **kw)(t)  # [B, G, D], G in {1, nt, N}
 
     if self.cond == "class":
       table = self.param("label_embed", nn.with_logical_partitioning(
@@ -166,11 +197,17 @@ class DiT(nn.Module):
       ctx = L.Dense(self.width, (None, "embed"), name="text_proj1", **kw)(context)
       ctx = L.Dense(self.width, ("mlp", "embed"), name="text_proj2", **kw)(
           nn.gelu(ctx, approximate=True))
-      m = context_mask[..., None].astype(ctx.dtype)
-      pooled = (ctx * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-      c = c + L.Dense(self.width, ("mlp", "embed"), name="text_pool", **kw)(pooled)[:, None]
+      if packed:   # each token pools its own clip's caption: [B, N, L] weights
+        m = jnp.logical_and(segment_ids[:, :, None] == context_segment_ids[:, None, :],
+                            context_mask[:, None, :]).astype(ctx.dtype)
+        pooled = jnp.einsum("bnl,bld->bnd", m, ctx) / jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+      else:
+        m = context_mask[..., None].astype(ctx.dtype)
+        pooled = ((ctx * m).sum(1) / jnp.maximum(m.sum(1), 1.0))[:, None]
+      c = c + L.Dense(self.width, ("mlp", "embed"), name="text_pool", **kw)(pooled)
       context = L.constrain(ctx, ("act_batch", None, "act_embed"))
 
+    segments = (segment_ids, context_segment_ids) if packed else None
     block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
                     qk_norm=self.qk_norm, cross_attention=self.cond == "text",
                     attention_impl=self.attention_impl, **kw)
@@ -183,18 +220,20 @@ class DiT(nn.Module):
                        prevent_cse=not self.scan_layers)
     if self.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast,) * 4, length=self.depth,
+                      in_axes=(nn.broadcast,) * 5, length=self.depth,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      h, _ = stack(name="blocks", **block_kw)(h, c, rope, context, context_mask)
+      h, _ = stack(name="blocks", **block_kw)(h, c, rope, context, context_mask, segments)
     else:
       for i in range(self.depth):
-        h, _ = block(name=f"blocks_{i}", **block_kw)(h, c, rope, context, context_mask)
+        h, _ = block(name=f"blocks_{i}", **block_kw)(h, c, rope, context, context_mask, segments)
 
     shift, scale = L.AdaLNModulation(2, name="final_adaLN", **kw)(c)
     h = L.modulate(L.LayerNorm(affine=False, name="final_norm", **kw)(h), shift, scale)
     pdim = self.patch[0] * self.patch[1] * self.patch[2] * out_ch
     h = L.Dense(pdim, ("embed", "patch"), kernel_init=nn.initializers.zeros_init(),
                 name="final_proj", **kw)(h)
+    if packed:
+      return h
     return patching.unpatchify(h, grid, self.patch, out_ch)
 
 

@@ -219,7 +219,7 @@ class Attention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, rope=None):
+  def __call__(self, x, rope=None, segment_ids=None):
     d = x.shape[-1]
     if d % self.heads:
       raise ValueError(f"width {d} is not divisible by heads {self.heads}")
@@ -232,13 +232,17 @@ class Attention(nn.Module):
       q, k = RMSNorm(name="q_norm", **nkw)(q), RMSNorm(name="k_norm", **nkw)(k)
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    o = dot_product_attention(q, k, v, impl=self.impl)
+    o = dot_product_attention(q, k, v, impl=self.impl, segment_ids=segment_ids)
     o = constrain(o, ACT_HEADS)
     return Dense(d, ("heads", "kv", "embed"), name="out", **kw)(o)
 
 
 class CrossAttention(nn.Module):
-  """Queries from tokens [B, N, D], keys/values from text [B, L, Dc] under a key mask [B, L]."""
+  """Queries from tokens [B, N, D], keys/values from text [B, L, Dc] under a key mask [B, L].
+
+  Packed rows: `segment_ids` [B, N] and `context_segment_ids` [B, L] (each caption token's clip)
+  make every token read only its own clip's caption.
+  """
   heads: int
   qk_norm: bool = True
   impl: str = "xla"
@@ -247,7 +251,7 @@ class CrossAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, context, context_mask=None):
+  def __call__(self, x, context, context_mask=None, segment_ids=None, context_segment_ids=None):
     d = x.shape[-1]
     hd = d // self.heads
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -257,7 +261,8 @@ class CrossAttention(nn.Module):
     if self.qk_norm:
       q, k = RMSNorm(name="q_norm", **kw)(q), RMSNorm(name="k_norm", **kw)(k)
     impl = self.impl if self.impl in ("xla", "cudnn") else "xla"  # text is short: no ring
-    o = dot_product_attention(q, k, v, mask=context_mask, impl=impl)
+    o = dot_product_attention(q, k, v, mask=context_mask, impl=impl, segment_ids=segment_ids,
+                              kv_segment_ids=context_segment_ids)
     if context_mask is not None:
       # A fully masked caption (the CFG null prompt) attends to nothing rather than to padding.
       o = o * jnp.any(context_mask, -1)[:, None, None, None].astype(o.dtype)

@@ -61,8 +61,20 @@ def unpatchify(tokens, grid: Sequence[int], patch: Sequence[int], channels: int)
   return x.reshape(b, nt * pt, nh * ph, nw * pw, channels)
 
 
-def grid_positions(grid: Sequence[int]) -> jnp.ndarray:
-  """int32 [N, 3]: the (t, h, w) index of each token, in patchify's order."""
+def grid_positions_np(grid: Sequence[int]) -> np.ndarray:
+  """int32 [N, 3]: the (t, h, w) index of each token, in patchify's order (numpy)."""
   nt, nh, nw = (int(g) for g in grid)
   tt, hh, ww = np.meshgrid(np.arange(nt), np.arange(nh), np.arange(nw), indexing="ij")
-  return jnp.asarray(np.stack([tt, hh, ww], -1).reshape(-1, 3), jnp.int32)
+  return np.stack([tt, hh, ww], -1).reshape(-1, 3).astype(np.int32)
+
+
+def grid_positions(grid: Sequence[int]) -> jnp.ndarray:
+  """int32 [N, 3]: the (t, h, w) index of each token, in patchify's order."""
+  return jnp.asarray(grid_positions_np(grid), jnp.int32)
+
+
+def patchify_clip(latents, patch: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+  """One clip's latents [T, H, W, C] (numpy, on the host) -> (tokens [N, pt*ph*pw*C], positions
+  int32 [N, 3]): what the packer (sora_jax.data.packing) lays side by side."""
+  tokens, grid = patchify(np.asarray(latents)[None], patch)
+  return tokens[0], grid_positions_np(grid)

@@ -125,6 +125,45 @@ class T2VSystem:
                                         (ctx, mask), self.num_tokens(), t=t)
     return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
+  # ---- packed rows (NaViT: clips of any size side by side; sora_jax.data.packing) ---------
+
+  def _packed_context(self, params, tokens, mask):
+    """Captions laid out slot by slot, [B, S*L] -> text embeddings [B, S*L, D] (each slot
+    encoded on its own; an empty slot reads the null caption, never an all-masked row)."""
+    b, sl = tokens.shape
+    L = int(self.config.text.max_len)
+    if sl % L:
+      raise ValueError(f"packed captions of {sl} tokens are not whole slots of text.max_len={L}")
+    tok, m = tokens.reshape(-1, L), mask.reshape(-1, L)
+    m = m.at[:, 0].set(jnp.logical_or(m[:, 0], ~m.any(-1)))
+    return self._context(params, tok, m).reshape(b, sl, -1), m.reshape(b, sl)
+
+  def packed_model_fn(self, params, batch):
+    def fn(x, t, cond):
+      ctx, mask = cond
+      return self.dit.apply({"params": params["dit"]}, x, t, context=ctx, context_mask=mask,
+                            segment_ids=batch["segment_ids"], positions=batch["positions"],
+                            context_segment_ids=batch["text_segment_ids"])
+    return fn
+
+  def packed_loss(self, params, batch, rng, t=None):
+    """The loss of a packed batch: {'patches' [B, N, P], 'positions' [B, N, 3], 'segment_ids'
+    [B, N], 'tokens' / 'text_mask' / 'text_segment_ids' [B, S*L]}. Caption dropout, t, noise and
+    the timestep shift are per clip; the loss is the mean of the clips' losses. `t` [B, S]."""
+    r_drop, r_loss = jax.random.split(rng)
+    tokens, mask = batch["tokens"], batch["text_mask"]
+    L = int(self.config.text.max_len)
+    b, sl = tokens.shape
+    if t is None:
+      tokens, mask = text_lib.drop_text(r_drop, tokens.reshape(-1, L), mask.reshape(-1, L),
+                                        self.config.text.drop_prob)
+      tokens, mask = tokens.reshape(b, sl), mask.reshape(b, sl)
+    ctx, mask = self._packed_context(params, tokens, mask)
+    loss, metrics = self.objective.packed_loss(
+        self.packed_model_fn(params, batch), batch["patches"], batch["segment_ids"], r_loss,
+        (ctx, mask), sl // L, t=t)
+    return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
+
   # ---- sampling ---------------------------------------------------------------------------
 
   def sample_latents(self, params, tokens, mask, rng, *, latent_shape=None, num_steps=None,

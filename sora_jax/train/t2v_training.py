@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax.data import pipeline
+from sora_jax.data import packing, pipeline
 from sora_jax.eval import worlds as world_eval
+from sora_jax.models import patching
 from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.t2v import T2VSystem
 from sora_jax.systems.vae import to_model_range, to_uint8
@@ -50,6 +51,8 @@ class T2VTraining:
                                         "fps", "caption", "text_len")}}
     if d.world != "full":  # only then: caches built before worlds existed keep their names
       description["world"] = d.world
+    if d.pack_tokens:
+      return self._packed_iterator(description, seed, process_index, process_count)
     path = latent_cache.cache_path(d.cache_dir, description)
     if not os.path.exists(path):
       latent_cache.build(d, d.split, int(d.cache_clips), self._encode_host, path, seed=seed,
@@ -57,6 +60,33 @@ class T2VTraining:
     return iter(latent_cache.make_dataset(path, d.batch_size, seed=seed,
                                           process_index=process_index,
                                           process_count=process_count))
+
+  def packing_layout(self) -> tuple[int, int]:
+    """(token budget, caption slots) of a packed row: as many slots as the smallest size of the
+    mix can fill."""
+    d, sys = self.config.data, self.system
+    sizes = packing.parse_sizes(d.sizes or f"{d.frames}x{d.height}x{d.width}")
+    smallest = min(sys.num_tokens(sys.vae.latent_shape(*s.shape)) for s in sizes)
+    return int(d.pack_tokens), packing.caption_slots(d.pack_tokens, smallest)
+
+  def _packed_iterator(self, description, seed, process_index, process_count):
+    from sora_jax.data import latent_cache
+    d = self.config.data
+    description = {**description, "sizes": d.sizes or f"{d.frames}x{d.height}x{d.width}"}
+    path = latent_cache.cache_path(d.cache_dir, description)
+    if not os.path.exists(path):
+      cfg = d.copy_and_resolve_references()
+      with cfg.unlocked():
+        cfg.sizes = description["sizes"]
+      latent_cache.build_mixed(cfg, d.split, int(d.cache_clips), self._encode_host, path,
+                               seed=seed, tokenizer=self.system.tokenizer)
+    budget, slots = self.packing_layout()
+    patch = tuple(self.config.model.patch)
+    return iter(packing.make_packed_dataset(
+        latent_cache.MixedLatentSource(path), patchify=functools.partial(
+            patching.patchify_clip, patch=patch), token_budget=budget, slots=slots,
+        text_len=int(d.text_len), rows_per_batch=int(d.batch_size), seed=seed,
+        process_index=process_index, process_count=process_count))
 
   @functools.cached_property
   def _encode(self):
@@ -66,6 +96,8 @@ class T2VTraining:
     return self._encode(jnp.asarray(to_model_range(video)))
 
   def prepare(self, host_batch: dict, mesh) -> dict:
+    if "segment_ids" in host_batch:  # packed rows of cached latents
+      return pipeline.to_global({k: host_batch[k] for k in packing.ROW_KEYS}, mesh)
     if "latents" in host_batch:  # from the latent cache: nothing left to encode
       return pipeline.to_global({k: host_batch[k] for k in ("latents", "tokens", "text_mask")},
                                 mesh)
@@ -76,9 +108,13 @@ class T2VTraining:
   # ---- the differentiated part ------------------------------------------------------------
 
   def init(self, rng, batch):
+    if "segment_ids" in batch:   # the parameters do not depend on the size: init unpacked
+      batch = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), self.system.example_batch(1))
     return self.system.init(rng, batch)
 
   def loss(self, params, batch, rng, step):
+    if "segment_ids" in batch:
+      return self.system.packed_loss(params, batch, rng)
     return self.system.loss(params, batch, rng, step)
 
   # ---- periodic outputs -------------------------------------------------------------------

@@ -92,3 +92,46 @@ def test_flow_loss_zero_for_oracle_and_mask():
   l_full, _ = flow.flow_loss(wrong_frame1, x0, jax.random.key(5), None)
   assert float(l_masked) < 1e-8
   assert float(l_full) == pytest.approx(0.5, rel=1e-4)
+
+
+def test_packed_loss_is_the_mean_of_each_clip_alone():
+  """A packed row of clips of 5, 2 and 3 tokens (+2 padding) and a row with one clip: the loss
+  equals the mean of flow_loss on each clip alone, with its own t and noise; padding is free."""
+  from sora_jax.diffusion import flow as F
+  r = np.random.RandomState(0)
+  lens = [(5, 2, 3), (7,)]
+  n, p = 12, 4
+  seg = np.zeros((2, n), np.int32)
+  for b, ls in enumerate(lens):
+    seg[b, :sum(ls)] = np.repeat(np.arange(1, len(ls) + 1), ls)
+  x0 = jnp.asarray(r.randn(2, n, p), jnp.float32)
+  noise = jnp.asarray(r.randn(2, n, p), jnp.float32)
+  t = jnp.asarray([[0.2, 0.7, 0.5], [0.9, 0.0, 0.0]], jnp.float32)
+  w = jnp.asarray(r.randn(p, p), jnp.float32)
+
+  def model(x, tt, cond):   # per token, non-linear in x and t
+    return jnp.tanh(x @ w) * (1 + tt[..., None]) + cond
+
+  loss, m = F.packed_flow_loss(model, x0, jnp.asarray(seg), jax.random.key(0), 0.1,
+                               max_segments=3, shift_fn=lambda c: 1.0, t=t, noise=noise)
+  alone = []
+  for b, ls in enumerate(lens):
+    start = 0
+    for s, ln in enumerate(ls):
+      sl = slice(start, start + ln)
+      tok_model = lambda x, tt, cond: model(x[0], jnp.full(x.shape[1:2], tt[0]), cond)[None]  # noqa
+      lo, _ = F.flow_loss(tok_model, x0[b:b + 1, sl], jax.random.key(1), 0.1, t=t[b:b + 1, s],
+                          noise=noise[b:b + 1, sl])
+      alone.append(float(lo))
+      start += ln
+  np.testing.assert_allclose(float(loss), np.mean(alone), rtol=1e-5)
+  assert float(m["clips"]) == 4
+  # padding tokens' values never matter
+  x0_junk = x0.at[0, 10:].set(1e3)
+  loss2, _ = F.packed_flow_loss(model, x0_junk, jnp.asarray(seg), jax.random.key(0), 0.1,
+                                max_segments=3, shift_fn=lambda c: 1.0, t=t, noise=noise)
+  np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+  # drawn t: each clip's own, shifted by its own token count
+  _, m = F.packed_flow_loss(model, x0, jnp.asarray(seg), jax.random.key(0), 0.1, max_segments=3,
+                            shift_fn=lambda c: F.resolution_shift(c, 4), noise=noise)
+  assert np.isfinite(float(m["t_mean"]))

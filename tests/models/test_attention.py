@@ -52,7 +52,7 @@ def test_attention_wrapper_masks():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="attention_impl must be"):
     A.dot_product_attention(q, k, v, impl="flash")
-  with pytest.raises(ValueError, match="only unmasked"):
+  with pytest.raises(ValueError, match="supports only self-attention"):
     A.dot_product_attention(q, k, v, mask=key_mask, impl="ring")
 
 
@@ -97,10 +97,28 @@ def test_segment_ids_equal_each_segment_alone():
                                        mask=key_mask[:, None, None, :5])
   np.testing.assert_allclose(masked[:, :5], want0, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(masked[:, 5:], got[:, 5:], rtol=1e-5, atol=1e-6)
-  with pytest.raises(ValueError, match="segment_ids need attention_impl='xla'"):
-    A.dot_product_attention(q, k, v, segment_ids=seg, impl="cudnn")
-  with pytest.raises(ValueError, match="only unmasked"):
-    A.dot_product_attention(q, k, v, segment_ids=seg, impl="ring")
+  with pytest.raises(ValueError, match="supports only self-attention"):
+    A.dot_product_attention(q, k, v, segment_ids=seg, kv_segment_ids=seg, impl="ring")
+
+
+@pytest.mark.parametrize("mesh_name,impl", [("c8", "ring"), ("d2c4", "allgather"),
+                                            ("f2t2c2", "ring")])
+def test_context_parallel_segments_equal_xla_fwd_and_grad(mesh_name, impl):
+  """Packed clips whose segments straddle the context shards: ring / all-gather attention with
+  segment ids equals masked XLA attention, forward and gradient (no N x N mask on the ring)."""
+  mesh = _mesh(mesh_name)
+  q, k, v = _qkv((2, 32, 4, 8), seed=9)
+  lens = [(7, 13, 9, 3), (20, 12, 0, 0)]   # row 1: two clips; 3 trailing padding tokens in row 0
+  seg = jnp.asarray([np.repeat(np.arange(1, 5), l)[:32] for l in lens])
+  ref_fn = lambda q, k, v: A.dot_product_attention(q, k, v, segment_ids=seg)  # noqa: E731
+  ours = lambda q, k, v: A.dot_product_attention(q, k, v, segment_ids=seg, impl=impl)  # noqa
+  ref, g_ref = ref_fn(q, k, v), jax.grad(_loss(ref_fn), argnums=(0, 1, 2))(q, k, v)
+  with jax.set_mesh(mesh):
+    out = jax.jit(ours)(q, k, v)
+    g = jax.jit(jax.grad(_loss(ours), argnums=(0, 1, 2)))(q, k, v)
+  np.testing.assert_allclose(out, ref, atol=2e-6, rtol=1e-5)
+  for a, b in zip(g, g_ref):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_op_dispatches_context_impls():

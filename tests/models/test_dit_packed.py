@@ -1,0 +1,119 @@
+"""A packed row of clips of different sizes equals each clip run alone through the DiT, in output
+and in the parameters' gradient; padding never reaches a clip."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sora_jax.models import dit, patching
+
+C, L, DT, PATCH = 4, 5, 16, (1, 2, 2)
+# (latent grid, caption length, t): 32, 12 and 4 tokens — three aspect ratios and an image.
+CLIPS = [((2, 8, 8), 3, 0.3), ((1, 4, 12), 5, 0.8), ((1, 4, 4), 2, 0.55)]
+BUDGET = 52   # 48 real tokens + 4 padding
+
+
+def _model():
+  return dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT)
+
+
+def _clips(seed=0):
+  r = np.random.RandomState(seed)
+  out = []
+  for grid, n_text, t in CLIPS:
+    x = r.randn(1, *grid, C).astype(np.float32)
+    ctx = r.randn(1, L, DT).astype(np.float32)
+    mask = np.arange(L)[None] < n_text
+    out.append((x, t, ctx, mask))
+  return out
+
+
+def _pack(clips):
+  """The row `sora_jax.data.packing` builds: tokens side by side, captions slot by slot."""
+  toks, pos, seg, tt = [], [], [], []
+  for i, (x, t, _, _) in enumerate(clips):
+    tok, grid = patching.patchify(x, PATCH)
+    n = tok.shape[1]
+    toks.append(np.asarray(tok[0]))
+    pos.append(np.asarray(patching.grid_positions(grid)))
+    seg += [i + 1] * n
+    tt += [t] * n
+  pad = BUDGET - len(seg)
+  toks.append(np.full((pad, toks[0].shape[1]), 7.0, np.float32))   # junk must not leak
+  pos.append(np.zeros((pad, 3), np.int32))
+  seg += [0] * pad
+  tt += [0.5] * pad
+  ctx = np.concatenate([c[2][0] for c in clips] + [np.full((L, DT), 3.0, np.float32)])
+  cmask = np.concatenate([c[3][0] for c in clips] + [np.ones(L, bool)])
+  cseg = np.repeat(np.arange(1, len(clips) + 2) % (len(clips) + 1), L)  # last slot: id 0
+  return dict(x=np.concatenate(toks)[None], t=np.asarray(tt, np.float32)[None],
+              positions=np.concatenate(pos)[None], segment_ids=np.asarray(seg)[None],
+              context=ctx[None], context_mask=cmask[None], context_segment_ids=cseg[None])
+
+
+@pytest.fixture(scope="module")
+def setup():
+  model = _model()
+  clips = _clips()
+  x, t, ctx, mask = clips[0]
+  params = nn.unbox(jax.jit(lambda k: model.init(k, x, jnp.full((1,), t), context=ctx,
+                                                 context_mask=mask))(jax.random.key(0))["params"])
+  r = np.random.RandomState(1)   # random everywhere: zero-initialised gates hide wrong math
+  params = jax.tree.map(lambda l: jnp.asarray(0.2 * r.randn(*l.shape), l.dtype), params)
+  return model, params, clips, _pack(clips)
+
+
+def _weights(shape, seed):
+  return jnp.asarray(np.random.RandomState(seed).randn(*shape), jnp.float32)
+
+
+def test_packed_row_equals_each_clip_alone(setup):
+  model, params, clips, p = setup
+  packed = jax.jit(lambda prm, p: model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                                              context_mask=p["context_mask"],
+                                              segment_ids=p["segment_ids"],
+                                              positions=p["positions"],
+                                              context_segment_ids=p["context_segment_ids"]))
+  out = np.asarray(packed(params, p))
+  assert out.shape == p["x"].shape
+  start = 0
+  for x, t, ctx, mask in clips:
+    alone = model.apply({"params": params}, x, jnp.full((1,), t), context=ctx, context_mask=mask)
+    tok = np.asarray(patching.patchify(alone, PATCH)[0][0])
+    np.testing.assert_allclose(out[0, start:start + len(tok)], tok, rtol=2e-4, atol=2e-5)
+    start += len(tok)
+
+  # gradient of a per-clip loss: packed (weights zero on padding) == the sum over clips alone
+  def loss_packed(prm):
+    y = packed(prm, p)
+    w = _weights(y.shape, 3) * (p["segment_ids"][..., None] > 0)
+    return jnp.sum(jnp.sin(y) * w)
+
+  def loss_alone(prm):
+    total, start = 0.0, 0
+    w = _weights(p["x"].shape, 3)
+    for x, t, ctx, mask in clips:
+      y = patching.patchify(model.apply({"params": prm}, x, jnp.full((1,), t), context=ctx,
+                                        context_mask=mask), PATCH)[0]
+      total += jnp.sum(jnp.sin(y) * w[:, start:start + y.shape[1]])
+      start += y.shape[1]
+    return total
+
+  g_p, g_a = jax.grad(loss_packed)(params), jax.jit(jax.grad(loss_alone))(params)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_p), jax.tree.leaves(g_a)):
+    # float32 sums in another order: tolerance relative to the leaf's scale
+    np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * float(np.abs(b).max()) + 1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_packed_input_errors(setup):
+  model, params, _, p = setup
+  kw = {k: p[k] for k in ("context", "context_mask", "segment_ids", "context_segment_ids")}
+  with pytest.raises(ValueError, match=r"positions must be \(1, 52, 3\)"):
+    model.apply({"params": params}, p["x"], p["t"], positions=p["positions"][:, :, :2], **kw)
+  with pytest.raises(ValueError, match=r"packed DiT input x must be \(1, 52, 16\)"):
+    model.apply({"params": params}, p["x"][..., :8], p["t"], positions=p["positions"], **kw)
+  with pytest.raises(ValueError, match="context_segment_ids"):
+    model.apply({"params": params}, p["x"], p["t"], positions=p["positions"],
+                **{**kw, "context_segment_ids": None})
