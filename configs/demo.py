@@ -18,6 +18,8 @@ from configs import vae as vae_config
 VAE_PHASES = ("steps=2400", "steps=3900", "steps=9900,loss=l2,kl=1e-6")
 _VAE_LOSS = dict(loss="l1", kl=1e-5)
 T2V_STEPS = 4000
+# stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
+MIX = "17x64x64:2,17x64x112,17x112x64,33x64x64,1x64x64"
 # Channel multipliers per compression at the patch-4 stem. 4x4x4 keeps every level at 16x16, so
 # it runs at width 64 throughout: one VAE step then costs less than the 4x8x8 VAE's (1.4 vs 1.6
 # CPU-s at batch 4; (1, 2, 2) would cost 3.3).
@@ -37,7 +39,7 @@ def get_config(arg=None):
   # patch=1x4x4) reconstructs colour and motion perfectly but its DiT followed prompts far less
   # at 4000 steps (colour 0.19 vs 0.62); benchmarks/RESULTS.md, issue 13.
   a = common.parse_arg(arg, stage="t2v", steps=0, world="full", comp="4x8x8", zch=16,
-                       patch="1x2x2", runlocal=False, **_VAE_LOSS)
+                       patch="1x2x2", mix=False, runlocal=False, **_VAE_LOSS)
   local = ",runlocal" if a.runlocal else ""
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
@@ -81,6 +83,12 @@ def get_config(arg=None):
       c.train.sample_every = 1000
       # Held-out adherence (world evaluator, with chance) logged as training goes.
       c.train.eval_every, c.train.eval_num = 2000, 16
+      if a.mix:
+        # Native sizes (issue 14): square, 16:9, 9:16, twice the duration and still images,
+        # packed into rows of 320 tokens (four rows: the 1280 tokens of 16 square clips), at most
+        # four clips a row (caption slots cost cross-attention keys; benchmarks/packing.py).
+        c.data.sizes = MIX
+        c.data.pack_tokens, c.data.pack_clips, c.data.batch_size = 320, 4, 4
       c.sample.steps = 25
       # 8, not 3: measured on the shipped model (colour and direction further above chance on both
       # held-out splits; benchmarks/RESULTS.md, issue 13).

@@ -48,6 +48,10 @@ _PROMPT = flags.DEFINE_string("prompt", "a red circle bounces to the right", "Te
 _FRAMES = flags.DEFINE_integer("frames", None, "Frames to generate (default: training frames).")
 _HEIGHT = flags.DEFINE_integer("height", None, "Height in pixels (default: training height).")
 _WIDTH = flags.DEFINE_integer("width", None, "Width in pixels (default: training width).")
+_ASPECT = flags.DEFINE_string("aspect", None, "sample/demo: aspect ratio WIDTH:HEIGHT (16:9, 9:16, "
+                              "1:1, 4:3) with --height or --width (default: the training short side).")
+_SECONDS = flags.DEFINE_float("seconds", None, "sample/demo: duration; frames = the nearest the "
+                              "VAE represents at the model's fps (instead of --frames).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: config.sample.steps).")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sample).")
@@ -106,7 +110,7 @@ def _sample_request() -> dict:
               guidance_scale=_GUIDANCE.value, seed=_SEED.value, overwrite=_OVERWRITE.value,
               unsigned=_UNSIGNED.value, prompt_in_manifest=not _NO_PROMPT_IN_MANIFEST.value,
               safety_policy=_SAFETY_POLICY.value, frame_hooks=tuple(_FRAME_HOOK.value),
-              on_long=_LONG_PROMPT.value)
+              on_long=_LONG_PROMPT.value, aspect=_ASPECT.value, seconds=_SECONDS.value)
 
 
 def cmd_sample(argv):
@@ -126,8 +130,10 @@ def cmd_eval(argv):
                                        height=_HEIGHT.value, width=_WIDTH.value)
   elif what == "t2v":
     from sora_jax.eval import t2v_eval
+    size = dict(num_frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,
+                aspect=_ASPECT.value, seconds=_SECONDS.value)
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
-                                       seed=_SEED.value)
+                                       seed=_SEED.value, size=size)
   else:
     raise app.UsageError("usage: sora-jax eval vae|t2v --workdir=W [--split=test] [--out=F]")
   text = json.dumps(result, indent=2)

@@ -98,6 +98,7 @@ def check_video_geometry(config: mlc.ConfigDict,
     raise ConfigError(f"{n('vae.temporal_compression')}={tc} must be 1, 2 or 4")
   if sc not in (4, 8, 16):
     raise ConfigError(f"{n('vae.spatial_compression')}={sc} must be 4, 8 or 16")
+  steps = size_steps(config)
   if (d.frames - 1) % tc:
     ok = ", ".join(str(1 + tc * k) for k in range(6))
     raise ConfigError(
@@ -105,10 +106,9 @@ def check_video_geometry(config: mlc.ConfigDict,
         f"(the first frame is encoded on its own); use one of {ok}, ...")
   for key in ("height", "width"):
     if d[key] % sc:
-      lo, hi = d[key] // sc * sc, -(-d[key] // sc) * sc
       raise ConfigError(
           f"{n('data.' + key)}={d[key]} is not divisible by vae.spatial_compression={sc}; "
-          f"use {max(lo, sc)} or {hi}")
+          f"use {_nearest(d[key], *steps[key])}")
   levels, p = len(v.channel_mult), int(v.get("patch_size", 1))
   if p < 1 or sc % p:
     raise ConfigError(f"{n('vae.patch_size')}={p} must divide vae.spatial_compression={sc}")
@@ -129,8 +129,32 @@ def check_video_geometry(config: mlc.ConfigDict,
         size = n("data." + name).removeprefix("config.")
         raise ConfigError(
             f"{n('model.patch')}={tuple(model.patch)} does not divide the latent grid {grid}: "
-            f"latent {name} {g} is not a multiple of {p} ({size}={d[name]}); change model.patch "
-            f"or the {name}")
+            f"latent {name} {g} is not a multiple of {p} ({size}={d[name]}); use {size}="
+            f"{_nearest(d[name], *steps[name])} or change model.patch")
+
+
+def size_steps(config: mlc.ConfigDict) -> dict[str, tuple[int, int]]:
+  """The representable sizes as (step, offset): size = offset + k * step, k >= 1. Height and
+  width: multiples of VAE compression x the DiT's patch (t2v); frames: latent frames
+  1 + (frames - 1) / tc a multiple of the temporal patch, so offset 1 - tc (k = 1: one frame)."""
+  v, model = config.get("vae"), config.get("model")
+  tc = int(v.temporal_compression) if v is not None else 1
+  sc = int(v.spatial_compression) if v is not None else 1
+  patch = tuple(model.patch) if model is not None and config.get("task") == "t2v" else (1, 1, 1)
+  return {"frames": (tc * int(patch[0]), 1 - tc), "height": (sc * int(patch[1]), 0),
+          "width": (sc * int(patch[2]), 0)}
+
+
+def _nearest(value: int, step: int, offset: int = 0) -> str:
+  """'48 or 64': the representable sizes (offset + k * step, k >= 1) either side of `value`."""
+  lo = max(offset + (value - offset) // step * step, offset + step)
+  hi = max(offset + -(-(value - offset) // step) * step, offset + step)
+  return str(lo) if lo == hi else f"{lo} or {hi}"
+
+
+def snap(value: float, step: int, offset: int = 0) -> int:
+  """The representable size nearest `value` (offset + k * step, k >= 1)."""
+  return int(offset + max(1, round((value - offset) / step)) * step)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,8 +197,9 @@ def check_packing(config: mlc.ConfigDict) -> None:
   sizes, budget = str(d.get("sizes", "") or ""), int(d.get("pack_tokens", 0) or 0)
   if not sizes and not budget:
     return
-  if budget < 0:
-    raise ConfigError(f"config.data.pack_tokens={budget} must be >= 0 (0 = no packing)")
+  if budget < 0 or int(d.get("pack_clips", 0) or 0) < 0:
+    raise ConfigError(f"config.data.pack_tokens={budget} and pack_clips={d.get('pack_clips')} "
+                      "must be >= 0 (0 = no packing / as many clips as fit)")
   if sizes and not budget:
     raise ConfigError("config.data.sizes needs config.data.pack_tokens > 0: clips of mixed sizes "
                       "are trained packed into rows of that many tokens")

@@ -92,6 +92,7 @@ def data_section(**overrides) -> mlc.ConfigDict:
       cache_clips=4096,         # clips in the latent cache (cache_dir)
       sizes="",                 # t2v mix of sizes, "17x64x64:2,17x64x112,1x64x64" (FxHxW[:weight])
       pack_tokens=0,            # t2v: pack clips into rows of this many tokens (NaViT); 0 = off
+      pack_clips=0,             # packed: caption slots (clips) per row; 0 = as many as fit
   ), overrides)
 
 

@@ -39,6 +39,19 @@ from sora_jax.systems.t2v import T2VSystem
 SIZE_FLAGS = {"data.frames": "--frames", "data.height": "--height", "data.width": "--width"}
 
 
+def parse_aspect(aspect: str) -> tuple[int, int]:
+  """'16:9' -> (16, 9) as (width, height) parts; '9:16' is portrait."""
+  parts = str(aspect).split(":")
+  try:
+    w, h = (int(p) for p in parts)
+  except ValueError:
+    w = h = 0
+  if len(parts) != 2 or w < 1 or h < 1:
+    raise config_lib.ConfigError(f"--aspect={aspect!r} is not WIDTH:HEIGHT, e.g. 16:9, 9:16, "
+                                 "1:1 or 4:3")
+  return w, h
+
+
 def _positive(value, default: int, flag: str) -> int:
   """None → the default; anything but a positive integer is an error naming the flag."""
   if value is None:
@@ -84,6 +97,34 @@ class TextToVideo:
     safety.check_prompt(prompts, self.classifier)
     return prompts
 
+  def resolve_size(self, num_frames=None, height=None, width=None, aspect=None,
+                   seconds=None) -> tuple[int | None, int | None, int | None]:
+    """Frames / height / width from the request: `seconds` becomes the nearest representable
+    frame count at the model's fps; `aspect` ('16:9') with `height` or `width` gives the other
+    side, snapped to what the VAE and patch represent; with neither, the short side is the
+    training size's short side (16:9 at 64x64 training: 64x112; 9:16: 112x64).
+    Explicit sizes are returned as given (checked, with the nearest valid ones, by `sizes`)."""
+    steps = config_lib.size_steps(self.config)
+    if seconds is not None:
+      if num_frames is not None:
+        raise config_lib.ConfigError("--seconds and --frames both given; pass one")
+      if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise config_lib.ConfigError(f"--seconds={seconds!r} must be a positive number")
+      num_frames = config_lib.snap(seconds * float(self.config.data.fps), *steps["frames"])
+    if aspect is not None:
+      aw, ah = parse_aspect(aspect)
+      if height is not None and width is not None:
+        raise config_lib.ConfigError("--aspect with both --height and --width: give --aspect "
+                                     "with one of them (or neither: the training height)")
+      if height is None and width is None:   # the short side keeps the training short side
+        short = min(int(self.config.data.height), int(self.config.data.width))
+        height, width = (short, None) if aw >= ah else (None, short)
+      if width is not None:
+        height = config_lib.snap(width * ah / aw, *steps["height"])
+      else:
+        width = config_lib.snap(height * aw / ah, *steps["width"])
+    return num_frames, height, width
+
   def sizes(self, num_frames=None, height=None, width=None, num_steps=None,
             guidance_scale=None) -> tuple[tuple[int, ...], int, float]:
     """(latent shape, steps, guidance) for the request, every value checked and named by its
@@ -118,14 +159,18 @@ class TextToVideo:
   def __call__(self, prompt: str | list[str], num_frames: int | None = None,
                height: int | None = None, width: int | None = None,
                num_steps: int | None = None, guidance_scale: float | None = None,
-               seed: int = 0) -> np.ndarray:
+               seed: int = 0, *, aspect: str | None = None,
+               seconds: float | None = None) -> np.ndarray:
     """uint8 frames [T, H, W, 3] for one prompt, [B, T, H, W, 3] for a list.
 
+    Size: frames / height / width, or `aspect` ('16:9', '9:16', '1:1', '4:3') with a height or
+    width, and `seconds` (see `resolve_size`); num_frames=1 is text-to-image.
     With vae.encode_chunk / vae.tile set, the latents are decoded chunk by chunk (and tile by
     tile) outside the sampling loop, so a long video decodes in flat memory.
     """
     single = not isinstance(prompt, (list, tuple))
     prompts = self.check_prompts([prompt] if single else list(prompt))
+    num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
     args = self.sizes(num_frames, height, width, num_steps, guidance_scale)
     tokens, mask = self.system.encode_prompts(prompts)
     one_pass = not self.system.vae.chunked
@@ -141,6 +186,30 @@ class TextToVideo:
           f"of {np.size(video)}): the weights are damaged or the run diverged; nothing written")
     frames = ((video + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
     return frames[0] if single else frames
+
+  def many(self, prompts: list[str], sizes: list[dict], *, num_steps: int | None = None,
+           guidance_scale: float | None = None, seed: int = 0) -> list[np.ndarray]:
+    """One video per prompt, each at its own size: `sizes[i]` holds that prompt's size keywords
+    (num_frames / height / width / aspect / seconds). Every size is checked before anything is
+    sampled; prompts of one size share one sampler call. Returns uint8 [T, H, W, 3] per prompt."""
+    if len(sizes) != len(prompts):
+      raise config_lib.ConfigError(f"{len(prompts)} prompts but {len(sizes)} sizes; give one "
+                                   "size per prompt")
+    prompts = self.check_prompts(list(prompts))
+    resolved = []
+    for size in sizes:
+      f, h, w = self.resolve_size(**{"num_frames": None, "height": None, "width": None, **size})
+      shape = self.sizes(f, h, w)[0]
+      resolved.append((f or self.config.data.frames, h or self.config.data.height,
+                       w or self.config.data.width, shape))
+    out: list[np.ndarray | None] = [None] * len(prompts)
+    for key in dict.fromkeys(resolved):
+      idx = [i for i, r in enumerate(resolved) if r == key]
+      videos = self([prompts[i] for i in idx], *key[:3], num_steps=num_steps,
+                    guidance_scale=guidance_scale, seed=seed)
+      for i, v in zip(idx, videos):
+        out[i] = v
+    return out
 
   def _generate_sharded(self, tokens, mask, seed, latent_shape, num_steps, guidance_scale,
                         decode=True):

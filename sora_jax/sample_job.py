@@ -35,9 +35,12 @@ def preflight(prompt: str, out: str, *, num_frames=None, overwrite=False, unsign
 
 def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None, width=None,
         num_steps=None, guidance_scale=None, seed: int = 0, overwrite: bool = False,
-        unsigned: bool = False, prompt_in_manifest: bool = True, hooks=()) -> dict:
-  """Samples `prompt` with `t2v` and writes the labelled file; returns the write report."""
+        unsigned: bool = False, prompt_in_manifest: bool = True, hooks=(), aspect=None,
+        seconds=None) -> dict:
+  """Samples `prompt` with `t2v` and writes the labelled file; returns the write report.
+  `aspect` ('16:9') and `seconds` resolve to a size as in `TextToVideo.resolve_size`."""
   (prompt,) = t2v.check_prompts([prompt])
+  num_frames, height, width = t2v.resolve_size(num_frames, height, width, aspect, seconds)
   if t2v.config.data.name == "shapes_world":
     notice = prompt_checks.vocabulary_notice(prompt)
     if notice:

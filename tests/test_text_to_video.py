@@ -44,6 +44,33 @@ def test_impossible_sizes_name_the_argument(t2v, kw, key):
     t2v("a red circle", **kw)
 
 
+def test_aspect_and_seconds_resolve_to_representable_sizes(t2v):
+  """Height/width snap to multiples of VAE x patch (16 here), frames to 1 + 4k at the model's
+  fps; the short side keeps the training short side when only an aspect is given."""
+  assert t2v.config.data.fps == 8
+  assert t2v.resolve_size(aspect="16:9") == (None, 32, 64)
+  assert t2v.resolve_size(aspect="9:16") == (None, 64, 32)
+  assert t2v.resolve_size(aspect="4:3", width=64) == (None, 48, 64)
+  assert t2v.resolve_size(aspect="1:1", height=48) == (None, 48, 48)
+  assert t2v.resolve_size(seconds=2)[0] == 17 and t2v.resolve_size(seconds=0.01)[0] == 1
+  for kw, msg in [({"aspect": "16x9"}, "WIDTH:HEIGHT"), ({"seconds": -1}, "positive"),
+                  ({"seconds": 1, "num_frames": 9}, "both given"),
+                  ({"aspect": "1:1", "height": 32, "width": 32}, "one of them")]:
+    with pytest.raises(config_lib.ConfigError, match=msg):
+      t2v.resolve_size(**kw)
+  with pytest.raises(config_lib.ConfigError, match="use --height=32 or 48"):
+    t2v("a red circle", height=40)
+
+
+def test_many_prompts_each_at_its_own_size(t2v):
+  out = t2v.many(["a red circle falls", "a blue star grows", "a green square"],
+                 [{"aspect": "16:9"}, {}, {"num_frames": 1}], num_steps=1)
+  assert [v.shape for v in out] == [(9, 32, 64, 3), (9, 32, 32, 3), (1, 32, 32, 3)]
+  np.testing.assert_array_equal(out[1], t2v("a blue star grows", num_steps=1))
+  with pytest.raises(config_lib.ConfigError, match="one size per prompt"):
+    t2v.many(["a", "b"], [{}])
+
+
 def test_ddpm_run_samples_with_any_step_count(t2v):
   # 61 DDIM steps once gave 62 timesteps (the last -1) and crashed the scan.
   config = t2v.config.copy_and_resolve_references().unlock()

@@ -129,7 +129,7 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
   duration-dependent shift of the clip alone) and its own noise; the loss is each clip's mean
   token error, averaged over the clips of the batch — so a packed batch scores exactly the mean
   of its clips' losses, whatever sizes were packed together, and padding counts for nothing.
-  `model_fn(x_t, t_tokens [B, N], cond)`; `t` [B, S] fixes the per-clip noise levels.
+  `model_fn(x_t, t [B, S] per clip, cond)`; `t` given fixes the per-clip noise levels.
   Returns (loss, {'loss', 't_mean', 'clips'}).
   """
   b = x0.shape[0]
@@ -146,7 +146,7 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
   if noise is None:
     noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
   x_t = interpolate(x0, noise, t_tok)
-  pred = model_fn(x_t, t_tok, cond).astype(jnp.float32)
+  pred = model_fn(x_t, t, cond).astype(jnp.float32)
   err = jnp.mean(jnp.square(pred - velocity_target(x0, noise)), -1)  # [B, N]
   per_clip = jnp.einsum("bns,bn->bs", onehot, err) / jnp.maximum(counts, 1.0)
   n_clips = jnp.maximum(valid.sum(), 1.0)

@@ -29,28 +29,34 @@ def held_out_captions(data_cfg, split: str, num: int) -> list[str]:
 
 
 def evaluate(t2v, captions: list[str], *, seed: int = 0, batch_size: int = 8,
-             num_steps: int | None = None, guidance_scale: float | None = None) -> dict:
+             num_steps: int | None = None, guidance_scale: float | None = None,
+             size: dict | None = None) -> dict:
+  """Adherence of `t2v`'s videos for `captions` against chance; `size` holds TextToVideo's size
+  keywords (num_frames / height / width / aspect / seconds): any size, not only the trained
+  one (a one-frame size scores text-to-image: colour and shape)."""
   videos = []
   for i in range(0, len(captions), batch_size):
     chunk = captions[i:i + batch_size]
     # A full batch every call keeps one compiled sampler; the padding is dropped.
     padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-    out = t2v(padded, num_steps=num_steps, guidance_scale=guidance_scale, seed=seed + i)
+    out = t2v(padded, num_steps=num_steps, guidance_scale=guidance_scale, seed=seed + i,
+              **(size or {}))
     videos.extend(list(out[:len(chunk)]))
-  scores = world_eval.score_videos(videos, captions)
+  fps = float(t2v.config.data.fps)
+  scores = world_eval.score_videos(videos, captions, fps=fps)
   # Chance: each video against another clip's caption (a fixed derangement).
   shifted = captions[1:] + captions[:1]
-  chance = world_eval.score_videos(videos, shifted)
+  chance = world_eval.score_videos(videos, shifted, fps=fps)
   return {"num_videos": len(videos), "adherence": scores, "chance": chance,
-          "videos": videos}
+          "size": list(videos[0].shape[:3]) if videos else None, "videos": videos}
 
 
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
-                     seed: int = 0) -> dict:
+                     seed: int = 0, size: dict | None = None) -> dict:
   from sora_jax.pipeline import TextToVideo
   t2v = TextToVideo.from_workdir(workdir, on_long="warn")   # captions as training cut them
   captions = held_out_captions(t2v.config.data, split, num_videos)
-  result = evaluate(t2v, captions, seed=seed)
+  result = evaluate(t2v, captions, seed=seed, size=size)
   result.pop("videos")
   result["split"] = split
   return result

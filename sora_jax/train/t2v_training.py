@@ -67,7 +67,9 @@ class T2VTraining:
     d, sys = self.config.data, self.system
     sizes = packing.parse_sizes(d.sizes or f"{d.frames}x{d.height}x{d.width}")
     smallest = min(sys.num_tokens(sys.vae.latent_shape(*s.shape)) for s in sizes)
-    return int(d.pack_tokens), packing.caption_slots(d.pack_tokens, smallest)
+    slots = packing.caption_slots(d.pack_tokens, smallest)
+    # Each slot costs text-encoder work and cross-attention keys in every row: cap it if asked.
+    return int(d.pack_tokens), min(slots, int(d.pack_clips)) if d.pack_clips else slots
 
   def _packed_iterator(self, description, seed, process_index, process_count):
     from sora_jax.data import latent_cache

@@ -109,7 +109,9 @@ def test_packed_loss_is_the_mean_of_each_clip_alone():
   t = jnp.asarray([[0.2, 0.7, 0.5], [0.9, 0.0, 0.0]], jnp.float32)
   w = jnp.asarray(r.randn(p, p), jnp.float32)
 
-  def model(x, tt, cond):   # per token, non-linear in x and t
+  def model(x, tt, cond):   # per token, non-linear in x and its clip's t
+    if tt.ndim == 2:         # packed: t per clip [B, S] -> per token
+      tt = jnp.take_along_axis(tt, jnp.maximum(jnp.asarray(seg) - 1, 0), 1)
     return jnp.tanh(x @ w) * (1 + tt[..., None]) + cond
 
   loss, m = F.packed_flow_loss(model, x0, jnp.asarray(seg), jax.random.key(0), 0.1,

@@ -31,19 +31,18 @@ def _clips(seed=0):
 
 def _pack(clips):
   """The row `sora_jax.data.packing` builds: tokens side by side, captions slot by slot."""
-  toks, pos, seg, tt = [], [], [], []
-  for i, (x, t, _, _) in enumerate(clips):
+  toks, pos, seg = [], [], []
+  for i, (x, _, _, _) in enumerate(clips):
     tok, grid = patching.patchify(x, PATCH)
     n = tok.shape[1]
     toks.append(np.asarray(tok[0]))
     pos.append(np.asarray(patching.grid_positions(grid)))
     seg += [i + 1] * n
-    tt += [t] * n
   pad = BUDGET - len(seg)
   toks.append(np.full((pad, toks[0].shape[1]), 7.0, np.float32))   # junk must not leak
   pos.append(np.zeros((pad, 3), np.int32))
   seg += [0] * pad
-  tt += [0.5] * pad
+  tt = [c[1] for c in clips] + [0.5]      # one t per clip slot; the last slot is empty
   ctx = np.concatenate([c[2][0] for c in clips] + [np.full((L, DT), 3.0, np.float32)])
   cmask = np.concatenate([c[3][0] for c in clips] + [np.ones(L, bool)])
   cseg = np.repeat(np.arange(1, len(clips) + 2) % (len(clips) + 1), L)  # last slot: id 0
