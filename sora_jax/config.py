@@ -228,6 +228,42 @@ def check_packing(config: mlc.ConfigDict) -> None:
                         "drop that size")
 
 
+FRAME_TASKS = ("none", "first", "last", "first_last", "keyframes", "retake", "forcing")
+
+
+def parse_tasks(spec: str, key: str = "config.diffusion.frame_tasks"
+                ) -> tuple[tuple[str, float], ...]:
+  """'none:0.5,first:0.3,forcing:0.2' -> (('none', 0.5), ...); '' -> () (text-to-video only)."""
+  out = []
+  for part in (p.strip() for p in str(spec or "").split(",") if p.strip()):
+    m = re.fullmatch(r"([a-z_]+)(?::([0-9.]+))?", part)
+    if not m or m.group(1) not in FRAME_TASKS:
+      raise ConfigError(f"{key}: {part!r} is not TASK[:WEIGHT] with TASK one of {', '.join(FRAME_TASKS)}")
+    weight = float(m.group(2)) if m.group(2) else 1.0
+    if not weight >= 0:
+      raise ConfigError(f"{key}: weight of {m.group(1)!r} must be >= 0")
+    out.append((m.group(1), weight))
+  if out and not sum(w for _, w in out) > 0:
+    raise ConfigError(f"{key}: the weights sum to 0")
+  return tuple(out)
+
+
+def check_frame_tasks(config: mlc.ConfigDict) -> None:
+  """diffusion.frame_tasks parses, and trains with rectified flow on unpacked clips."""
+  diff = config.get("diffusion")
+  if diff is None or not diff.get("frame_tasks"):
+    return
+  parse_tasks(diff.frame_tasks)
+  if diff.objective != "flow":
+    raise ConfigError(f"config.diffusion.frame_tasks needs diffusion.objective='flow', not "
+                      f"{diff.objective!r}")
+  if int(config.data.get("pack_tokens", 0) or 0):
+    raise ConfigError("config.diffusion.frame_tasks with config.data.pack_tokens: packed rows "
+                      "take one t per clip; train frame tasks on unpacked clips")
+  if not 0.0 <= float(diff.get("known_noise", 0.0)) < 1.0:
+    raise ConfigError(f"config.diffusion.known_noise={diff.known_noise} must be in [0, 1)")
+
+
 def check_model(config: mlc.ConfigDict) -> None:
   model = config.get("model")
   if model is None:
@@ -338,6 +374,7 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_enums(config)
   check_video_geometry(config)
   check_packing(config)
+  check_frame_tasks(config)
   check_model(config)
   check_optim(config)
   check_mesh(config, num_devices, process_count)

@@ -207,6 +207,9 @@ def diffusion_section(**overrides) -> mlc.ConfigDict:
       beta_schedule="linear",   # eps / v: linear | scaled_linear | cosine
       num_train_timesteps=1000,  # eps / v: discrete timesteps
       latent_scale=0.0,         # latents x this have unit std; 0 = estimated when training starts
+      frame_tasks="",           # t2v frame conditioning tasks "none:0.5,first:0.3,forcing:0.2"
+                                # (diffusion/conditioning.py); "" = text-to-video only
+      known_noise=0.0,          # frame tasks: known frames noised to t ~ U(0, this) in training
   ), overrides)
 
 

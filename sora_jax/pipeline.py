@@ -30,6 +30,7 @@ from sora_jax import config as config_lib
 from sora_jax import runs
 from sora_jax import safety
 from sora_jax.data import prompts as prompt_checks
+from sora_jax.diffusion import conditioning
 from sora_jax.io import outputs
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel import rules as rules_lib
@@ -186,6 +187,127 @@ class TextToVideo:
           f"of {np.size(video)}): the weights are damaged or the run diverged; nothing written")
     frames = ((video + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
     return frames[0] if single else frames
+
+  # ---- every mode: known latent frames, loops, edits (diffusion/conditioning.py) -----------
+
+  @functools.partial(jax.jit, static_argnums=(0, 7, 8, 9, 10))
+  def _generate_cond(self, params, tokens, mask, rng, frames, init, latent_shape, num_steps,
+                     guidance_scale, strength):
+    return self.system.sample_latents(params, tokens, mask, rng, latent_shape=latent_shape,
+                                      num_steps=num_steps, guidance_scale=guidance_scale,
+                                      frames=frames, init=init, strength=strength)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def _encode(self, video):
+    return self.system.encode(video)
+
+  def encode(self, frames: np.ndarray) -> np.ndarray:
+    """uint8 (or [-1, 1]) frames [T, H, W, 3] -> scaled latents [1 + (T - 1) / tc, h, w, c]."""
+    from sora_jax.systems.vae import to_model_range
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+      raise config_lib.ConfigError(f"an input video must be frames [T, H, W, 3]; got "
+                                   f"{frames.shape}")
+    return np.asarray(self._encode(jnp.asarray(to_model_range(frames))[None]))[0]
+
+  def _still(self, image: np.ndarray) -> np.ndarray:
+    """An image as one latent frame of a later chunk: tc + 1 copies encoded, the last latent."""
+    tc = int(self.config.vae.temporal_compression)
+    return self.encode(np.repeat(np.asarray(image)[None], tc + 1, 0))[-1:]
+
+  def generate(self, prompt: str, *, known: dict[int, np.ndarray] | None = None,
+               loop: bool = False, edit: np.ndarray | None = None,
+               strength: float | None = None, num_frames=None, height=None, width=None,
+               aspect=None, seconds=None, num_steps=None, guidance_scale=None,
+               seed: int = 0, return_latents: bool = False) -> np.ndarray:
+    """One video for `prompt` under frame conditions, in the one sampling loop: `known` maps a
+    latent frame index (negative: from the end) to scaled latents [n, h, w, c] held there;
+    `loop` ties the last latent frame to the first; `edit` (frames) with `strength` starts from
+    that video noised to t = strength. The modes below build these. Returns uint8 frames (or,
+    `return_latents`, the scaled latents [T, h, w, c] the frames decode from)."""
+    (prompt,) = self.check_prompts([prompt])
+    if edit is not None:
+      num_frames, height, width = np.asarray(edit).shape[:3]
+    num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
+    shape, steps, guidance = self.sizes(num_frames, height, width, num_steps, guidance_scale)
+    frames = conditioning.place(shape[0], shape[1:], at=known, loop=loop)
+    init = None if edit is None else jnp.asarray(self.encode(edit))[None]
+    tokens, mask = self.system.encode_prompts([prompt])
+    lat = self._generate_cond(self.params, jnp.asarray(tokens), jnp.asarray(mask),
+                              jax.random.key(seed), frames, init, shape, steps, guidance,
+                              None if strength is None else float(strength))
+    if return_latents:
+      return np.asarray(lat)[0]
+    video = np.asarray(self.system.decode_long(lat) if self.system.vae.chunked else
+                       self.system.decode(lat))[0]
+    return ((video + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+
+  def image_to_video(self, prompt: str, image: np.ndarray, **kw) -> np.ndarray:
+    """The image [H, W, 3] is frame 0; the rest follows the prompt (size from the image)."""
+    image = np.asarray(image)
+    kw.setdefault("height", image.shape[0]), kw.setdefault("width", image.shape[1])
+    return self.generate(prompt, known={0: self.encode(image[None])}, **kw)
+
+  def extend(self, prompt: str, video: np.ndarray, direction: str = "forward", **kw) -> np.ndarray:
+    """A longer video that begins (forward) or ends (backward) with `video` [1 + tc*k, H, W, 3];
+    the total length is num_frames / seconds (default: twice the given clip)."""
+    video = np.asarray(video)
+    if direction not in ("forward", "backward"):
+      raise config_lib.ConfigError(f"--extend={direction!r} must be 'forward' or 'backward'")
+    kw.setdefault("height", video.shape[1]), kw.setdefault("width", video.shape[2])
+    if kw.get("num_frames") is None and kw.get("seconds") is None:
+      kw["num_frames"] = 2 * len(video) - 1
+    lat = self.encode(video)
+    # Backward: the clip's first latent frame is its first pixel frame encoded alone, which no
+    # later position of the canvas holds; its last k latents (4k frames) end the video.
+    known = {0: lat} if direction == "forward" else {-(len(lat) - 1): lat[1:]}
+    return self.generate(prompt, known=known, **kw)
+
+  def loop(self, prompt: str, **kw) -> np.ndarray:
+    """A video whose last latent frame is its first: played on repeat, it has no seam."""
+    return self.generate(prompt, loop=True, **kw)
+
+  def connect(self, prompt: str, video_a: np.ndarray, video_b: np.ndarray,
+              **kw) -> np.ndarray:
+    """Begins with `video_a`, ends with the end of `video_b`, a generated transition between."""
+    a, b = self.encode(video_a), self.encode(video_b)
+    kw.setdefault("height", np.shape(video_a)[1]), kw.setdefault("width", np.shape(video_a)[2])
+    if kw.get("num_frames") is None and kw.get("seconds") is None:
+      kw["num_frames"] = len(video_a) + len(video_b) - 1
+    return self.generate(prompt, known={0: a, -(len(b) - 1): b[1:]}, **kw)
+
+  def keyframes(self, prompt: str, images: dict[int, np.ndarray], **kw) -> np.ndarray:
+    """`images` maps a pixel frame index to an image [H, W, 3] the video passes through there
+    (placed on the latent frame that holds that pixel frame)."""
+    tc = int(self.config.vae.temporal_compression)
+    known = {}
+    for f, img in images.items():
+      j = 0 if f == 0 else 1 + (int(f) - 1) // tc
+      known[j] = self.encode(np.asarray(img)[None]) if j == 0 else self._still(img)
+    return self.generate(prompt, known=known, **kw)
+
+  def retake(self, prompt: str, video: np.ndarray, start: int, end: int, **kw) -> np.ndarray:
+    """Regenerates pixel frames [start, end) of `video` (whole latent frames around them) under
+    `prompt`; every latent frame outside the span is kept."""
+    video = np.asarray(video)
+    tc = int(self.config.vae.temporal_compression)
+    lat = self.encode(video)
+    first = 0 if start <= 0 else 1 + (int(start) - 1) // tc
+    last = 0 if end <= 1 else 1 + (int(end) - 2) // tc
+    if not 0 <= first <= last < len(lat):
+      raise config_lib.ConfigError(f"--retake={start}:{end} is not a span of the video's "
+                                   f"{len(video)} frames")
+    known = {0: lat[:first]} if first else {}
+    if last + 1 < len(lat):
+      known[last + 1] = lat[last + 1:]
+    return self.generate(prompt, known=known, num_frames=len(video), height=video.shape[1],
+                         width=video.shape[2], **kw)
+
+  def edit_video(self, prompt: str, video: np.ndarray, strength: float = 0.6,
+                 **kw) -> np.ndarray:
+    """SDEdit: `video` noised to t = strength, then denoised under `prompt` (0 keeps it, 1
+    ignores it)."""
+    return self.generate(prompt, edit=np.asarray(video), strength=strength, **kw)
 
   def many(self, prompts: list[str], sizes: list[dict], *, num_steps: int | None = None,
            guidance_scale: float | None = None, seed: int = 0) -> list[np.ndarray]:

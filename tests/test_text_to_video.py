@@ -1,4 +1,5 @@
-"""TextToVideo: deterministic for a seed, any size the VAE and patch allow, clear size errors."""
+"""TextToVideo: deterministic for a seed, any size the VAE and patch allow, clear size errors,
+prompts at their own sizes, and every frame-conditioned mode keeping what it was given."""
 import jax
 import numpy as np
 import pytest
@@ -64,9 +65,12 @@ def test_aspect_and_seconds_resolve_to_representable_sizes(t2v):
 
 def test_many_prompts_each_at_its_own_size(t2v):
   out = t2v.many(["a red circle falls", "a blue star grows", "a green square"],
-                 [{"aspect": "16:9"}, {}, {"num_frames": 1}], num_steps=1)
-  assert [v.shape for v in out] == [(9, 32, 64, 3), (9, 32, 32, 3), (1, 32, 32, 3)]
+                 [{"aspect": "16:9"}, {}, {"aspect": "2:1"}], num_steps=1)
+  assert [v.shape for v in out] == [(9, 32, 64, 3), (9, 32, 32, 3), (9, 32, 64, 3)]
   np.testing.assert_array_equal(out[1], t2v("a blue star grows", num_steps=1))
+  # one sampler call for both 32x64 prompts: the pair is the batch of two
+  np.testing.assert_array_equal(np.stack([out[0], out[2]]), t2v(
+      ["a red circle falls", "a green square"], height=32, width=64, num_steps=1))
   with pytest.raises(config_lib.ConfigError, match="one size per prompt"):
     t2v.many(["a", "b"], [{}])
 
@@ -91,3 +95,43 @@ def test_chunked_vae_decode_through_the_public_api(t2v):
   a = t2v("a red circle falls", num_steps=2, seed=5)
   b = chunked("a red circle falls", num_steps=2, seed=5)
   assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_modes_keep_what_they_were_given(t2v):
+  """9 frames of 32x32 -> 3 latent frames; one compiled conditional sampler serves every mode."""
+  r = np.random.RandomState(0)
+  video = r.randint(0, 255, (9, 32, 32, 3)).astype(np.uint8)
+  lat = t2v.encode(video)
+  kw = dict(num_steps=2, return_latents=True)
+  prompt = "a red circle bounces to the right"
+  out = t2v.generate(prompt, known={0: lat[:1]}, **kw)            # image-to-video's condition
+  np.testing.assert_array_equal(out[0], lat[0])
+  assert np.abs(out[1:] - lat[1:]).mean() > 0.1                   # the rest is generated
+  out = t2v.generate(prompt, known={-2: lat[1:]}, **kw)           # extend backward
+  np.testing.assert_array_equal(out[1:], lat[1:])
+  out = t2v.generate(prompt, known={0: lat[:1], 2: lat[2:]}, **kw)  # connect / keyframes
+  np.testing.assert_array_equal(out[[0, 2]], lat[[0, 2]])
+  out = t2v.generate(prompt, loop=True, **kw)
+  np.testing.assert_array_equal(out[0], out[-1])
+  with pytest.raises(ValueError, match="do not fit"):
+    t2v.generate(prompt, known={2: lat}, **kw)
+
+
+def test_pixel_modes_and_edit(t2v):
+  r = np.random.RandomState(1)
+  clip = r.randint(0, 255, (5, 32, 32, 3)).astype(np.uint8)
+  v = t2v.extend("a blue square falls", clip, num_steps=1)
+  assert v.shape == (9, 32, 32, 3)
+  v = t2v.retake("a blue square falls", np.concatenate([clip, clip[1:]]), 5, 9, num_steps=1)
+  assert v.shape == (9, 32, 32, 3)
+  with pytest.raises(config_lib.ConfigError, match="retake"):
+    t2v.retake("a blue square falls", clip, 3, 12, num_steps=1)
+  src = t2v.generate("a red circle falls", num_steps=2, return_latents=True)
+  video = t2v.generate("a red circle falls", num_steps=2)
+  near = t2v.generate("a blue circle falls", edit=video, strength=0.05, num_steps=8,
+                      return_latents=True)
+  far = t2v.generate("a blue circle falls", edit=video, strength=1.0, num_steps=8,
+                     return_latents=True)
+  enc = t2v.encode(video)
+  assert np.abs(near - enc).mean() < 0.5 * np.abs(far - enc).mean()
+  del src

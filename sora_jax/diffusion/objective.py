@@ -97,6 +97,14 @@ class Objective:
                                   num_train_timesteps=self.num_train_timesteps,
                                   loss_mask=loss_mask, k=k)
 
+  def sample_t(self, rng: jax.Array, n: int, num_tokens=None) -> jax.Array:
+    """n flow training timesteps, shifted for a latent of `num_tokens` tokens."""
+    if self.kind != "flow":
+      raise ValueError("per-frame timesteps (diffusion.frame_tasks) need diffusion.objective="
+                       f"'flow'; got {self.kind!r}")
+    return flow.sample_t(rng, n, sampling=self.t_sampling, mean=self.logit_mean,
+                         std=self.logit_std, shift=self.shift_for(num_tokens))
+
   def packed_loss(self, model_fn, x0: jax.Array, segment_ids: jax.Array, rng: jax.Array,
                   cond: Any, max_segments: int, t: jax.Array | None = None
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:

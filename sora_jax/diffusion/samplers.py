@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from sora_jax.diffusion import flow, gaussian
+from sora_jax.diffusion import conditioning, flow, gaussian
 
 ModelFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
 SAMPLERS = {"flow": ("euler", "heun"), "eps": ("ddim",), "v": ("ddim",)}
@@ -123,16 +123,38 @@ def make_step(fn: Callable[[jax.Array, jax.Array], jax.Array], objective: str, s
 def sample(model_fn: ModelFn, noise: jax.Array, *, cond: Any, uncond: Any = None,
            objective: str = "flow", sampler: str = "euler", num_steps: int = 30,
            guidance_scale=1.0, shift=1.0, num_train_timesteps: int = 1000,
-           beta_schedule: str = "linear", timestep_spacing: str = "trailing") -> jax.Array:
+           beta_schedule: str = "linear", timestep_spacing: str = "trailing",
+           frames: conditioning.FrameCondition | None = None, init: jax.Array | None = None,
+           strength: float | None = None) -> jax.Array:
   """Denoise `noise` ([B, T, H, W, C], the t=1 sample) to x0 in one `lax.scan`; jittable.
 
   `uncond` None or `guidance_scale == 1` -> a single conditional pass per step. `shift` is the
-  flow timestep shift (a Python float: the grid is built at trace time). Returns noise.dtype.
+  flow timestep shift (a Python float: the grid is built at trace time). `frames` holds known
+  latent frames (diffusion/conditioning.py: image-to-video, extension, loops, ...); `init` with
+  `strength` in (0, 1] edits: the loop starts from `init` noised to t = strength (SDEdit) and
+  runs only the steps below it. Returns noise.dtype.
   """
-  sched = jax.tree.map(jnp.asarray, make_schedule(
-      objective, sampler, num_steps, shift, num_train_timesteps, beta_schedule, timestep_spacing))
-  step = make_step(guided_model(model_fn, cond, uncond, guidance_scale), objective, sampler)
-  x, _ = jax.lax.scan(step, noise.astype(jnp.float32), sched)
+  sched = make_schedule(objective, sampler, num_steps, shift, num_train_timesteps,
+                        beta_schedule, timestep_spacing)
+  x = noise.astype(jnp.float32)
+  if init is not None:
+    if objective != "flow":
+      raise ValueError("editing (init + strength) needs diffusion.objective='flow'")
+    if strength is None or not 0.0 < float(strength) <= 1.0:
+      raise ValueError(f"edit strength={strength!r} must be in (0, 1] (1 = ignore the input)")
+    active = sched["t_cur"] <= float(strength) + 1e-6
+    active[-1] = True
+    sched["active"] = active
+    x = flow.interpolate(init.astype(jnp.float32), x, jnp.full((x.shape[0],),
+                                                              sched["t_cur"][active][0]))
+  fn = conditioning.conditioned(guided_model(model_fn, cond, uncond, guidance_scale), frames)
+  step = make_step(fn, objective, sampler)
+
+  def held_step(x, s):
+    x, _ = step(x, s)
+    return conditioning.hold(x, frames), None
+
+  x, _ = jax.lax.scan(held_step, conditioning.hold(x, frames), jax.tree.map(jnp.asarray, sched))
   return x.astype(noise.dtype)
 
 

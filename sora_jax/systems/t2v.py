@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.data.tokenizer import ByteTokenizer
-from sora_jax.diffusion import samplers
+from sora_jax.diffusion import conditioning, samplers
 from sora_jax.diffusion.objective import make_objective
 from sora_jax.models import dit as dit_lib
 from sora_jax.models import text_encoder as text_lib
@@ -114,15 +114,28 @@ class T2VSystem:
     return params
 
   def loss(self, params, batch, rng, step=None, t=None):
-    """Caption dropout + the objective's loss. `t` [B] fixes the timesteps (held-out eval)."""
+    """Caption dropout + the objective's loss. `t` [B] fixes the timesteps (held-out eval).
+
+    With diffusion.frame_tasks each clip draws a conditioning task (diffusion/conditioning.py):
+    its known latent frames are shown at t ~ 0 and left out of the loss."""
     del step
-    r_drop, r_loss = jax.random.split(rng)
+    r_drop, r_loss, r_task = jax.random.split(rng, 3)
     tokens, mask = batch["tokens"], batch["text_mask"]
+    loss_mask = None
     if t is None:
       tokens, mask = text_lib.drop_text(r_drop, tokens, mask, self.config.text.drop_prob)
+      tasks = conditioning.parse_tasks(self.config.diffusion.get("frame_tasks", ""))
+      lat = batch["latents"]
+      if tasks and lat.shape[1] > 1:
+        k_mask, k_t = jax.random.split(r_task)
+        known, forcing = conditioning.frame_task_mask(k_mask, lat.shape[0], lat.shape[1], tasks)
+        t = conditioning.frame_timesteps(
+            k_t, known, forcing, lambda k, n: self.objective.sample_t(k, n, self.num_tokens()),
+            float(self.config.diffusion.get("known_noise", 0.0)))
+        loss_mask = ~known[:, :, None, None, None]
     ctx = self._context(params, tokens, mask)
     loss, metrics = self.objective.loss(self.model_fn(params), batch["latents"], r_loss,
-                                        (ctx, mask), self.num_tokens(), t=t)
+                                        (ctx, mask), self.num_tokens(), t=t, loss_mask=loss_mask)
     return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
   # ---- packed rows (NaViT: clips of any size side by side; sora_jax.data.packing) ---------
@@ -167,8 +180,9 @@ class T2VSystem:
   # ---- sampling ---------------------------------------------------------------------------
 
   def sample_latents(self, params, tokens, mask, rng, *, latent_shape=None, num_steps=None,
-                     guidance_scale=None):
-    """Scaled latents for a batch of tokenised prompts, CFG batched; jittable."""
+                     guidance_scale=None, frames=None, init=None, strength=None):
+    """Scaled latents for a batch of tokenised prompts, CFG batched; jittable. `frames` (known
+    latent frames), `init` + `strength` (editing): see samplers.sample."""
     shape = tuple(latent_shape or self.latent_shape)
     b = tokens.shape[0]
     ctx = self._context(params, tokens, mask)
@@ -181,7 +195,8 @@ class T2VSystem:
     if guidance_scale is not None:
       kw["guidance_scale"] = guidance_scale
     return samplers.sample(self.model_fn(params), noise, cond=(ctx, mask),
-                           uncond=(uctx, null_mask), **kw)
+                           uncond=(uctx, null_mask), frames=frames, init=init,
+                           strength=strength, **kw)
 
   def decode(self, latents):
     """Scaled latents → pixels in [-1, 1], one pass; jittable."""

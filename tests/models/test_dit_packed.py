@@ -69,37 +69,33 @@ def _weights(shape, seed):
 
 def test_packed_row_equals_each_clip_alone(setup):
   model, params, clips, p = setup
-  packed = jax.jit(lambda prm, p: model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
-                                              context_mask=p["context_mask"],
-                                              segment_ids=p["segment_ids"],
-                                              positions=p["positions"],
-                                              context_segment_ids=p["context_segment_ids"]))
-  out = np.asarray(packed(params, p))
-  assert out.shape == p["x"].shape
-  start = 0
-  for x, t, ctx, mask in clips:
-    alone = model.apply({"params": params}, x, jnp.full((1,), t), context=ctx, context_mask=mask)
-    tok = np.asarray(patching.patchify(alone, PATCH)[0][0])
-    np.testing.assert_allclose(out[0, start:start + len(tok)], tok, rtol=2e-4, atol=2e-5)
-    start += len(tok)
+  w = _weights(p["x"].shape, 3)
 
-  # gradient of a per-clip loss: packed (weights zero on padding) == the sum over clips alone
+  def apply_packed(prm):
+    return model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                       context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                       positions=p["positions"], context_segment_ids=p["context_segment_ids"])
+
+  def apply_alone(prm):   # each clip through the unpacked model, tokens side by side
+    return jnp.concatenate([patching.patchify(model.apply(
+        {"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask), PATCH)[0]
+        for x, t, ctx, mask in clips], axis=1)
+
+  n = sum(int(np.prod(patching.token_grid(*c[0].shape[1:4], PATCH))) for c in clips)
+
+  # A per-clip loss: packed (weights zero on padding) against the same sum over clips alone.
   def loss_packed(prm):
-    y = packed(prm, p)
-    w = _weights(y.shape, 3) * (p["segment_ids"][..., None] > 0)
-    return jnp.sum(jnp.sin(y) * w)
+    return jnp.sum(jnp.sin(apply_packed(prm)) * w * (p["segment_ids"][..., None] > 0))
 
   def loss_alone(prm):
-    total, start = 0.0, 0
-    w = _weights(p["x"].shape, 3)
-    for x, t, ctx, mask in clips:
-      y = patching.patchify(model.apply({"params": prm}, x, jnp.full((1,), t), context=ctx,
-                                        context_mask=mask), PATCH)[0]
-      total += jnp.sum(jnp.sin(y) * w[:, start:start + y.shape[1]])
-      start += y.shape[1]
-    return total
+    return jnp.sum(jnp.sin(apply_alone(prm)) * w[:, :n])
 
-  g_p, g_a = jax.grad(loss_packed)(params), jax.jit(jax.grad(loss_alone))(params)
+  # One compiled program for all four: eager applies of a scanned model are slow.
+  out, alone, g_p, g_a = jax.jit(lambda prm: (apply_packed(prm), apply_alone(prm),
+                                              jax.grad(loss_packed)(prm),
+                                              jax.grad(loss_alone)(prm)))(params)
+  assert out.shape == p["x"].shape
+  np.testing.assert_allclose(out[:, :n], alone, rtol=2e-4, atol=2e-5)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_p), jax.tree.leaves(g_a)):
     # float32 sums in another order: tolerance relative to the leaf's scale
     np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-4 * float(np.abs(b).max()) + 1e-6,
