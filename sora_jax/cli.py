@@ -52,6 +52,20 @@ _ASPECT = flags.DEFINE_string("aspect", None, "sample/demo: aspect ratio WIDTH:H
                               "1:1, 4:3) with --height or --width (default: the training short side).")
 _SECONDS = flags.DEFINE_float("seconds", None, "sample/demo: duration; frames = the nearest the "
                               "VAE represents at the model's fps (instead of --frames).")
+_IMAGE = flags.DEFINE_string("image", None, "sample/demo: image-to-video from this image.")
+_VIDEO = flags.DEFINE_string("video", None, "sample/demo: an input video for --extend/--retake.")
+_EXTEND = flags.DEFINE_enum("extend", None, ["forward", "backward"],
+                            "sample/demo: extend --video forwards or backwards in time.")
+_RETAKE = flags.DEFINE_string("retake", None, "sample/demo: regenerate START:END (seconds) of "
+                              "--video under the prompt.")
+_LOOP = flags.DEFINE_bool("loop", False, "sample/demo: a seamless loop.")
+_CONNECT = flags.DEFINE_string("connect", None, "sample/demo: A,B - begin with video A, end "
+                               "with video B, a generated transition between.")
+_KEYFRAMES = flags.DEFINE_string("keyframes", None, "sample/demo: SECONDS:IMAGE,... frames the "
+                                 "video passes through.")
+_EDIT = flags.DEFINE_string("edit", None, "sample/demo: edit this video under the prompt.")
+_STRENGTH = flags.DEFINE_float("strength", None, "--edit: 0 keeps the video, 1 ignores it "
+                               "(default 0.6).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: config.sample.steps).")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sample).")
@@ -110,7 +124,10 @@ def _sample_request() -> dict:
               guidance_scale=_GUIDANCE.value, seed=_SEED.value, overwrite=_OVERWRITE.value,
               unsigned=_UNSIGNED.value, prompt_in_manifest=not _NO_PROMPT_IN_MANIFEST.value,
               safety_policy=_SAFETY_POLICY.value, frame_hooks=tuple(_FRAME_HOOK.value),
-              on_long=_LONG_PROMPT.value, aspect=_ASPECT.value, seconds=_SECONDS.value)
+              on_long=_LONG_PROMPT.value, aspect=_ASPECT.value, seconds=_SECONDS.value,
+              image=_IMAGE.value, video=_VIDEO.value, extend=_EXTEND.value,
+              retake=_RETAKE.value, loop=_LOOP.value, connect=_CONNECT.value,
+              keyframes=_KEYFRAMES.value, edit=_EDIT.value, strength=_STRENGTH.value)
 
 
 def cmd_sample(argv):

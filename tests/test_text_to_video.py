@@ -135,3 +135,25 @@ def test_pixel_modes_and_edit(t2v):
   enc = t2v.encode(video)
   assert np.abs(near - enc).mean() < 0.5 * np.abs(far - enc).mean()
   del src
+
+
+def test_cli_modes_check_their_arguments_and_inputs(t2v, tmp_path):
+  """`sora-jax sample/demo` mode flags: one mode at a time, each with what it needs; inputs are
+  cropped to a representable size and cut to 1 + 4k frames."""
+  from PIL import Image
+
+  from sora_jax import sample_job
+  from sora_jax.io import video as video_io
+  for kw, msg in [({"image": "a.png", "loop": True}, "one mode at a time"),
+                  ({"extend": "forward"}, "need --video"), ({"strength": 0.3}, "for --edit"),
+                  ({"connect": "only_one.mp4"}, "two videos")]:
+    with pytest.raises(config_lib.ConfigError, match=msg):
+      sample_job.run_mode(t2v, "a red circle", **kw)
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    sample_job.run_mode(t2v, "a red circle", image=str(tmp_path / "missing.png"))
+  png = tmp_path / "wide.png"
+  Image.fromarray(np.zeros((45, 100, 3), np.uint8)).save(png)
+  assert sample_job.load_input(t2v, str(png)).shape == (1, 32, 64, 3)   # 2.2:1 -> 32x64
+  mp4 = tmp_path / "clip.mp4"
+  video_io.write_video(str(mp4), np.zeros((12, 32, 32, 3), np.uint8), fps=8)
+  assert sample_job.load_input(t2v, str(mp4)).shape == (9, 32, 32, 3)  # 12 frames -> 1 + 4*2
