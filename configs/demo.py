@@ -20,6 +20,8 @@ _VAE_LOSS = dict(loss="l1", kl=1e-5)
 T2V_STEPS = 4000
 # stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
 MIX = "17x64x64:2,17x64x112,17x112x64,33x64x64,1x64x64"
+# stage=t2v,tasks=1: the frame-conditioning task mix (image-to-video, extension, connect, ...).
+FRAME_TASKS = "none:0.5,first:0.2,last:0.1,first_last:0.05,keyframes:0.05,retake:0.05,forcing:0.05"
 # Channel multipliers per compression at the patch-4 stem. 4x4x4 keeps every level at 16x16, so
 # it runs at width 64 throughout: one VAE step then costs less than the 4x8x8 VAE's (1.4 vs 1.6
 # CPU-s at batch 4; (1, 2, 2) would cost 3.3).
@@ -39,7 +41,7 @@ def get_config(arg=None):
   # patch=1x4x4) reconstructs colour and motion perfectly but its DiT followed prompts far less
   # at 4000 steps (colour 0.19 vs 0.62); benchmarks/RESULTS.md, issue 13.
   a = common.parse_arg(arg, stage="t2v", steps=0, world="full", comp="4x8x8", zch=16,
-                       patch="1x2x2", mix=False, runlocal=False, **_VAE_LOSS)
+                       patch="1x2x2", mix=False, tasks=False, runlocal=False, **_VAE_LOSS)
   local = ",runlocal" if a.runlocal else ""
   if a.stage == "vae":
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
@@ -89,6 +91,10 @@ def get_config(arg=None):
         # four clips a row (caption slots cost cross-attention keys; benchmarks/packing.py).
         c.data.sizes = MIX
         c.data.pack_tokens, c.data.pack_clips, c.data.batch_size = 320, 4, 4
+      if a.tasks:
+        # Every Sora mode from one model (issue 15): half the clips text-to-video, the rest with
+        # known frames (diffusion/conditioning.py).
+        c.diffusion.frame_tasks = FRAME_TASKS
       c.sample.steps = 25
       # 8, not 3: measured on the shipped model (colour and direction further above chance on both
       # held-out splits; benchmarks/RESULTS.md, issue 13).
