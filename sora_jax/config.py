@@ -257,9 +257,6 @@ def check_frame_tasks(config: mlc.ConfigDict) -> None:
   if diff.objective != "flow":
     raise ConfigError(f"config.diffusion.frame_tasks needs diffusion.objective='flow', not "
                       f"{diff.objective!r}")
-  if int(config.data.get("pack_tokens", 0) or 0):
-    raise ConfigError("config.diffusion.frame_tasks with config.data.pack_tokens: packed rows "
-                      "take one t per clip; train frame tasks on unpacked clips")
   if not 0.0 <= float(diff.get("known_noise", 0.0)) < 1.0:
     raise ConfigError(f"config.diffusion.known_noise={diff.known_noise} must be in [0, 1)")
 

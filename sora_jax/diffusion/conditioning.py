@@ -34,9 +34,12 @@ from sora_jax.config import FRAME_TASKS as TASKS, parse_tasks  # noqa: F401 (re-
 
 
 def frame_task_mask(rng: jax.Array, batch: int, frames: int,
-                    tasks: tuple[tuple[str, float], ...]) -> tuple[jax.Array, jax.Array]:
+                    tasks: tuple[tuple[str, float], ...],
+                    lengths: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(known mask [B, T] bool, diffusion-forcing flag [B] bool): one task per clip, drawn by
-  weight. A one-frame clip (an image) is always text-to-image: nothing to condition on."""
+  weight. `lengths` [B] (packed clips of several durations) gives each clip its own number of
+  frames <= T; frames past it are never known. A clip of one frame (an image) is always
+  text-to-image, and every clip keeps at least one unknown frame to learn from."""
   if not tasks or frames < 2:
     return jnp.zeros((batch, frames), bool), jnp.zeros((batch,), bool)
   names = [n for n, _ in tasks]
@@ -44,23 +47,29 @@ def frame_task_mask(rng: jax.Array, batch: int, frames: int,
   k_task, k_len, k_key, k_a, k_b = jax.random.split(rng, 5)
   task = jax.random.choice(k_task, len(names), (batch,), p=p / p.sum())
   idx = jnp.arange(frames)[None]
-  k = jax.random.randint(k_len, (batch, 1), 1, max(2, frames // 2 + 1))    # 1..T/2 frames
-  start = jax.random.randint(k_a, (batch, 1), 0, frames)
-  length = jax.random.randint(k_b, (batch, 1), 1, frames + 1)
+  n = (jnp.full((batch, 1), frames, jnp.int32) if lengths is None
+       else jnp.asarray(lengths, jnp.int32).reshape(batch, 1))
+  inside = idx < n
+  u = jax.random.uniform(k_len, (batch, 1))
+  k = 1 + jnp.floor(u * jnp.maximum(n // 2, 1)).astype(jnp.int32)          # 1..n/2 frames
+  start = jnp.floor(jax.random.uniform(k_a, (batch, 1)) * n).astype(jnp.int32)
+  length = 1 + jnp.floor(jax.random.uniform(k_b, (batch, 1)) * (n - start)).astype(jnp.int32)
   span = (idx >= start) & (idx < start + length)
+  first_last = (idx == 0) | (idx == n - 1)
   masks = {
       "none": jnp.zeros((batch, frames), bool),
       "first": idx < k,
-      "last": idx >= frames - k,
-      "first_last": (idx == 0) | (idx == frames - 1),
-      # never every frame: the clip's last-drawn span stays unknown
-      "keyframes": jax.random.bernoulli(k_key, 0.3, (batch, frames)) & ~span,
-      "retake": ~span,
+      "last": (idx >= n - k) & inside,
+      "first_last": jnp.where(n >= 3, first_last, idx < k),   # two frames: the first only
+      # never every frame: the clip's drawn span stays unknown
+      "keyframes": jax.random.bernoulli(k_key, 0.3, (batch, frames)) & ~span & inside,
+      "retake": ~span & inside,
       "forcing": jnp.zeros((batch, frames), bool),
   }
   mask = jnp.zeros((batch, frames), bool)
   for i, name in enumerate(names):
     mask = jnp.where((task == i)[:, None], masks[name], mask)
+  mask = mask & (n >= 2)
   forcing = (task == names.index("forcing")) if "forcing" in names else jnp.zeros((batch,), bool)
   return mask, forcing
 

@@ -121,7 +121,9 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
                      cond: Any, *, max_segments: int, shift_fn: Callable[[jax.Array], Any],
                      t_sampling: str = "logit_normal", logit_mean: float = 0.0,
                      logit_std: float = 1.0, t: jax.Array | None = None,
-                     noise: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                     noise: jax.Array | None = None, positions: jax.Array | None = None,
+                     loss_mask: jax.Array | None = None
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Rectified-flow loss of packed rows: x0 [B, N, P] clean tokens of several clips per row,
   `segment_ids` [B, N] (clips 1..max_segments, 0 = padding).
 
@@ -129,7 +131,9 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
   duration-dependent shift of the clip alone) and its own noise; the loss is each clip's mean
   token error, averaged over the clips of the batch — so a packed batch scores exactly the mean
   of its clips' losses, whatever sizes were packed together, and padding counts for nothing.
-  `model_fn(x_t, t [B, S] per clip, cond)`; `t` given fixes the per-clip noise levels.
+  `model_fn(x_t, t, cond)` with t per clip [B, S]; a given `t` may also be per clip and token
+  frame [B, S, F] (frame conditioning; `positions` [B, N, 3] then name each token's frame), and
+  `loss_mask` [B, N] (False = a known, conditioning token) leaves tokens out of their clip's mean.
   Returns (loss, {'loss', 't_mean', 'clips'}).
   """
   b = x0.shape[0]
@@ -142,7 +146,16 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
     t = sample_t(rng_t, b * max_segments, sampling=t_sampling, mean=logit_mean,
                  std=logit_std).reshape(b, max_segments)
     t = time_shift(t, shift_fn(jnp.maximum(counts, 1.0)))
-  t_tok = jnp.einsum("bns,bs->bn", onehot, t)                       # padding: t = 0
+  if t.ndim == 3:   # per (clip, token frame): each token reads its own frame's t
+    f = t.shape[2]
+    group = jnp.maximum(segment_ids - 1, 0) * f + jnp.minimum(positions[..., 0], f - 1)
+    t_tok = jnp.take_along_axis(t.reshape(b, -1), group, 1) * (segment_ids > 0)
+  else:
+    t_tok = jnp.einsum("bns,bs->bn", onehot, t)                     # padding: t = 0
+  if loss_mask is not None:
+    onehot = onehot * loss_mask.astype(jnp.float32)[..., None]
+    counts = onehot.sum(1)
+    valid = (counts > 0).astype(jnp.float32)
   if noise is None:
     noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
   x_t = interpolate(x0, noise, t_tok)
@@ -151,7 +164,8 @@ def packed_flow_loss(model_fn: ModelFn, x0: jax.Array, segment_ids: jax.Array, r
   per_clip = jnp.einsum("bns,bn->bs", onehot, err) / jnp.maximum(counts, 1.0)
   n_clips = jnp.maximum(valid.sum(), 1.0)
   loss = jnp.sum(per_clip * valid) / n_clips
-  return loss, {"loss": loss, "t_mean": jnp.sum(t * valid) / n_clips, "clips": valid.sum(),
+  t_clip = t if t.ndim == 2 else t.mean(-1)
+  return loss, {"loss": loss, "t_mean": jnp.sum(t_clip * valid) / n_clips, "clips": valid.sum(),
                 "loss_per_clip": per_clip}
 
 

@@ -97,16 +97,18 @@ class Objective:
                                   num_train_timesteps=self.num_train_timesteps,
                                   loss_mask=loss_mask, k=k)
 
-  def sample_t(self, rng: jax.Array, n: int, num_tokens=None) -> jax.Array:
-    """n flow training timesteps, shifted for a latent of `num_tokens` tokens."""
+  def sample_t(self, rng: jax.Array, n: int, num_tokens=None, shift=None) -> jax.Array:
+    """n flow training timesteps, shifted for a latent of `num_tokens` tokens (or by `shift`)."""
     if self.kind != "flow":
       raise ValueError("per-frame timesteps (diffusion.frame_tasks) need diffusion.objective="
                        f"'flow'; got {self.kind!r}")
     return flow.sample_t(rng, n, sampling=self.t_sampling, mean=self.logit_mean,
-                         std=self.logit_std, shift=self.shift_for(num_tokens))
+                         std=self.logit_std,
+                         shift=self.shift_for(num_tokens) if shift is None else shift)
 
   def packed_loss(self, model_fn, x0: jax.Array, segment_ids: jax.Array, rng: jax.Array,
-                  cond: Any, max_segments: int, t: jax.Array | None = None
+                  cond: Any, max_segments: int, t: jax.Array | None = None,
+                  positions: jax.Array | None = None, loss_mask: jax.Array | None = None
                   ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The loss of packed rows (flow.packed_flow_loss): per-clip t, shift from each clip's own
     token count, mean over clips."""
@@ -115,7 +117,8 @@ class Objective:
                        f"'flow'; got {self.kind!r}")
     return flow.packed_flow_loss(model_fn, x0, segment_ids, rng, cond, max_segments=max_segments,
                                  shift_fn=self.shift_for, t_sampling=self.t_sampling,
-                                 logit_mean=self.logit_mean, logit_std=self.logit_std, t=t)
+                                 logit_mean=self.logit_mean, logit_std=self.logit_std, t=t,
+                                 positions=positions, loss_mask=loss_mask)
 
   def sample_kwargs(self, sample_cfg=None, num_tokens=None) -> dict[str, Any]:
     """Keyword arguments for `samplers.sample` / `samplers.sample_in_chunks`."""

@@ -11,11 +11,12 @@ modulation is per token, taken from its frame's t (image-to-video, extension, lo
 
 Packed rows (NaViT; `sora_jax.data.packing`): with `segment_ids` the input is already patchified,
 x [B, N, pt*ph*pw*C] holding several clips of any size side by side, with their (t, h, w) token
-`positions` [B, N, 3], one t per clip [B, S] (clip s has segment id s + 1; 0 = padding), and the
-clips' captions concatenated in `context` [B, S*L, Dc] with `context_segment_ids`. Tokens attend
-only within their clip, read only their clip's caption, and are modulated by their clip's t and
-pooled caption — computed once per clip, then spread to its tokens (a per-token adaLN projection
-would cost as much as the MLP); the output stays packed.
+`positions` [B, N, 3], t per clip [B, S] (clip s has segment id s + 1; 0 = padding) or per
+clip and token frame [B, S, F] (frame conditioning of packed clips), and the clips' captions
+concatenated in `context` [B, S*L, Dc] with `context_segment_ids`. Tokens attend only within
+their clip, read only their clip's caption, and are modulated by their group's t and their clip's
+pooled caption — computed once per (clip, frame) group, then spread to its tokens (a per-token
+adaLN projection would cost as much as the MLP); the output stays packed.
 """
 from __future__ import annotations
 
@@ -66,12 +67,23 @@ def decode_variant(variant: str) -> dict:
   return out
 
 
-def _to_tokens(mods, per_clip):
-  """Per-clip modulation [B, S, D] -> per token [B, N, D] through the one-hot [B, N, S] of each
-  token's clip (a matmul: its backward is a matmul too, not a scatter); unpacked: unchanged."""
-  if per_clip is None:
+def packed_groups(segment_ids, positions, t_shape) -> jax.Array:
+  """One-hot [B, N, S*F] of each packed token's conditioning group: its clip (segment id - 1),
+  and with t per (clip, token frame) [B, S, F], its frame (positions[..., 0], capped at F - 1);
+  all zero for padding (segment id 0)."""
+  s = t_shape[0]
+  f = t_shape[1] if len(t_shape) > 1 else 1
+  frame = jnp.minimum(positions[..., 0], f - 1) if f > 1 else 0
+  group = jnp.where(segment_ids > 0, (segment_ids - 1) * f + frame, -1)
+  return group[..., None] == jnp.arange(s * f)
+
+
+def _to_tokens(mods, per_group):
+  """Per-group modulation [B, G, D] -> per token [B, N, D] through the one-hot [B, N, G] of each
+  token's group (a matmul: its backward is a matmul too, not a scatter); unpacked: unchanged."""
+  if per_group is None:
     return mods
-  return [jnp.einsum("bns,bsd->bnd", per_clip, m.astype(per_clip.dtype)).astype(m.dtype)
+  return [jnp.einsum("bns,bsd->bnd", per_group, m.astype(per_group.dtype)).astype(m.dtype)
           for m in mods]
 
 
@@ -90,10 +102,10 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, c, rope, context, context_mask, segments=None):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    seg, ctx_seg, per_clip = segments if segments is not None else (None, None, None)
+    seg, ctx_seg, per_group = segments if segments is not None else (None, None, None)
     x = L.constrain(x, L.ACT_TOKENS)
     sh1, sc1, g1, sh2, sc2, g2 = _to_tokens(L.AdaLNModulation(6, name="adaLN", **kw)(c),
-                                            per_clip)
+                                            per_group)
     h = L.modulate(L.LayerNorm(affine=False, name="norm1", **kw)(x), sh1, sc1)
     h = L.Attention(self.heads, qk_norm=self.qk_norm, use_bias=self.use_bias,
                     impl=self.attention_impl, name="attn", **kw)(h, rope, seg)
@@ -150,7 +162,10 @@ class DiT(nn.Module):
   def _check_packed(self, x, t, positions, segment_ids, context, context_segment_ids):
     pdim = self.patch[0] * self.patch[1] * self.patch[2] * self.in_channels
     b, n = segment_ids.shape[:2] if segment_ids.ndim == 2 else (None, None)
-    want = {"x": (x.shape, (b, n, pdim)), "t": (t.shape, (b, t.shape[-1])),
+    if t.ndim not in (2, 3):
+      raise ValueError(f"packed DiT input t must be per clip [B, S] or per clip and token frame "
+                       f"[B, S, F]; got {tuple(t.shape)}")
+    want = {"x": (x.shape, (b, n, pdim)), "t": (t.shape, (b, *t.shape[1:])),
             "positions": (None if positions is None else positions.shape, (b, n, 3))}
     for name, (got, shape) in want.items():
       if got != shape:
@@ -191,10 +206,12 @@ class DiT(nn.Module):
     h = L.constrain(h, L.ACT_TOKENS)
 
     # Conditioning groups: one per sample, per token frame (mean over the temporal patch), or,
-    # packed, one per clip (spread to its tokens in each block by `per_clip`).
-    per_clip = None
+    # packed, one per clip or (clip, frame) (spread to its tokens in each block by `per_group`).
+    per_group, n_clips = None, 0
     if packed:
-      per_clip = (segment_ids[..., None] == jnp.arange(1, t.shape[1] + 1)).astype(self.dtype)
+      n_clips = t.shape[1]
+      per_group = packed_groups(segment_ids, positions, t.shape[1:]).astype(self.dtype)
+      t = t.reshape(b, -1)                              # [B, S*F] groups, clip-major
     else:
       t = t.reshape(b, grid[0], self.patch[0]).mean(-1) if t.ndim == 2 else t[:, None]
     c = L.TimestepEmbedder(self.width, name="t_embed", **kw)(t)  # [B, G, D], G in {1, nt, N}
@@ -213,17 +230,18 @@ class DiT(nn.Module):
       ctx = L.Dense(self.width, ("mlp", "embed"), name="text_proj2", **kw)(
           nn.gelu(ctx, approximate=True))
       if packed:   # each clip pools its own caption: [B, S, L] weights
-        clips = jnp.arange(1, t.shape[1] + 1)
+        clips = jnp.arange(1, n_clips + 1)
         m = jnp.logical_and(clips[None, :, None] == context_segment_ids[:, None, :],
                             context_mask[:, None, :]).astype(ctx.dtype)
         pooled = jnp.einsum("bsl,bld->bsd", m, ctx) / jnp.maximum(m.sum(-1, keepdims=True), 1.0)
+        pooled = jnp.repeat(pooled, t.shape[1] // n_clips, axis=1)   # to (clip, frame)
       else:
         m = context_mask[..., None].astype(ctx.dtype)
         pooled = ((ctx * m).sum(1) / jnp.maximum(m.sum(1), 1.0))[:, None]
       c = c + L.Dense(self.width, ("mlp", "embed"), name="text_pool", **kw)(pooled)
       context = L.constrain(ctx, ("act_batch", None, "act_embed"))
 
-    segments = (segment_ids, context_segment_ids, per_clip) if packed else None
+    segments = (segment_ids, context_segment_ids, per_group) if packed else None
     block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
                     qk_norm=self.qk_norm, cross_attention=self.cond == "text",
                     attention_impl=self.attention_impl, **kw)
@@ -243,7 +261,7 @@ class DiT(nn.Module):
       for i in range(self.depth):
         h, _ = block(name=f"blocks_{i}", **block_kw)(h, c, rope, context, context_mask, segments)
 
-    shift, scale = _to_tokens(L.AdaLNModulation(2, name="final_adaLN", **kw)(c), per_clip)
+    shift, scale = _to_tokens(L.AdaLNModulation(2, name="final_adaLN", **kw)(c), per_group)
     h = L.modulate(L.LayerNorm(affine=False, name="final_norm", **kw)(h), shift, scale)
     pdim = self.patch[0] * self.patch[1] * self.patch[2] * out_ch
     h = L.Dense(pdim, ("embed", "patch"), kernel_init=nn.initializers.zeros_init(),

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.data.tokenizer import ByteTokenizer
-from sora_jax.diffusion import conditioning, samplers
+from sora_jax.diffusion import conditioning, flow, samplers
 from sora_jax.diffusion.objective import make_objective
 from sora_jax.models import dit as dit_lib
 from sora_jax.models import text_encoder as text_lib
@@ -172,10 +172,42 @@ class T2VSystem:
                                         self.config.text.drop_prob)
       tokens, mask = tokens.reshape(b, sl), mask.reshape(b, sl)
     ctx, mask = self._packed_context(params, tokens, mask)
+    loss_mask = None
+    tasks = conditioning.parse_tasks(self.config.diffusion.get("frame_tasks", ""))
+    if t is None and tasks:
+      t, loss_mask = self._packed_frame_tasks(jax.random.fold_in(r_loss, 1), batch, sl // L,
+                                              tasks)
     loss, metrics = self.objective.packed_loss(
         self.packed_model_fn(params, batch), batch["patches"], batch["segment_ids"], r_loss,
-        (ctx, mask), sl // L, t=t)
+        (ctx, mask), sl // L, t=t, positions=batch["positions"], loss_mask=loss_mask)
     return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
+
+  def packed_frames(self) -> int:
+    """Token frames of the longest clip the data mix packs (static: t is [B, S, this])."""
+    from sora_jax.config import parse_sizes
+    d, pt = self.config.data, int(self.config.model.patch[0])
+    sizes = parse_sizes(d.get("sizes") or f"{d.frames}x{d.height}x{d.width}")
+    return max(self.vae.latent_shape(*z.shape)[0] // pt for z in sizes)
+
+  def _packed_frame_tasks(self, rng, batch, slots: int, tasks):
+    """Frame tasks for packed clips: t per (clip, token frame) [B, S, F], each clip shifted by
+    its own token count, and the loss mask [B, N] of its unknown tokens."""
+    seg, frame = batch["segment_ids"], batch["positions"][..., 0]
+    b, f = seg.shape[0], self.packed_frames()
+    onehot = seg[..., None] == jnp.arange(1, slots + 1)                   # [B, N, S]
+    lengths = jnp.max(jnp.where(onehot, frame[..., None] + 1, 0), axis=1)  # [B, S]
+    k_mask, k_t = jax.random.split(rng)
+    known, forcing = conditioning.frame_task_mask(k_mask, b * slots, f, tasks,
+                                                  lengths=lengths.reshape(-1))
+    t = conditioning.frame_timesteps(k_t, known, forcing,
+                                     lambda k, n: self.objective.sample_t(k, n, shift=1.0),
+                                     float(self.config.diffusion.get("known_noise", 0.0)))
+    shift = self.objective.shift_for(jnp.maximum(onehot.sum(1), 1).astype(jnp.float32))
+    t = flow.time_shift(t.reshape(b, slots, f), jnp.asarray(shift)[..., None]
+                        if jnp.ndim(shift) else shift)
+    group = jnp.maximum(seg - 1, 0) * f + jnp.minimum(frame, f - 1)
+    known_tok = jnp.take_along_axis(known.reshape(b, -1), group, 1) & (seg > 0)
+    return t, ~known_tok
 
   # ---- sampling ---------------------------------------------------------------------------
 

@@ -54,3 +54,17 @@ def test_frame_timesteps_clean_on_known_and_per_frame_for_forcing():
   t = np.asarray(C.frame_timesteps(jax.random.key(1), mask, forcing,
                                    lambda k, n: flow.sample_t(k, n), known_noise=0.1))
   assert 0 <= t[0, 0] < 0.1
+
+
+@pytest.mark.parametrize("task", ["first", "last", "first_last", "keyframes", "retake"])
+def test_packed_clips_of_their_own_lengths(task):
+  """Packed clips of 1, 2, 3 and 6 frames in a 6-frame canvas: known frames stay inside each
+  clip, an image gets none, and something is always left unknown."""
+  lengths = jnp.tile(jnp.asarray([1, 2, 3, 6]), 16)
+  mask, _ = C.frame_task_mask(jax.random.key(2), 64, 6, ((task, 1.0),), lengths=lengths)
+  mask, lengths = np.asarray(mask), np.asarray(lengths)
+  inside = np.arange(6)[None] < lengths[:, None]
+  assert not (mask & ~inside).any()
+  assert not mask[lengths == 1].any()
+  assert ((~mask) & inside).any(1).all()
+  assert mask[lengths >= 2].any()

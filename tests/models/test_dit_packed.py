@@ -112,3 +112,25 @@ def test_packed_input_errors(setup):
   with pytest.raises(ValueError, match="context_segment_ids"):
     model.apply({"params": params}, p["x"], p["t"], positions=p["positions"],
                 **{**kw, "context_segment_ids": None})
+
+
+def test_per_frame_t_of_packed_clips_equals_each_clip_alone(setup):
+  """Frame conditioning of packed clips: t per (clip, token frame) [B, S, F] gives each clip the
+  output of the unpacked model with per-frame t [1, T]."""
+  model, params, clips, p = setup
+  t_frames = [np.asarray([0.0, 0.7]), np.asarray([0.4]), np.asarray([0.9])]
+  t3 = np.zeros((1, 4, 2), np.float32)
+  for i, tf in enumerate(t_frames):
+    t3[0, i, :len(tf)] = tf
+
+  def both(prm):
+    packed = model.apply({"params": prm}, p["x"], t3, context=p["context"],
+                         context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                         positions=p["positions"], context_segment_ids=p["context_segment_ids"])
+    alone = [patching.patchify(model.apply({"params": prm}, x, jnp.asarray(tf)[None],
+                                           context=ctx, context_mask=mask), PATCH)[0]
+             for (x, _, ctx, mask), tf in zip(clips, t_frames)]
+    return packed, jnp.concatenate(alone, axis=1)
+
+  packed, alone = jax.jit(both)(params)
+  np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)

@@ -148,6 +148,8 @@ def _packed_config():
     config.data.sizes, config.data.pack_tokens = "9x32x32,9x32x64,9x64x32,1x32x32", 32
     config.data.cache_dir = "unused"        # the batch below is packed from stand-in latents
     config.model.attention_impl = "ring"    # segments ride the ring on the context mesh
+    # frame conditioning of packed clips: per-(clip, frame) t and known tokens, sharded too
+    config.diffusion.frame_tasks = "none:0.3,first:0.3,retake:0.2,forcing:0.2"
   return config
 
 
@@ -181,8 +183,9 @@ def packed_run():
 
 
 def test_packed_step_sharded_equals_one_device(packed_run):
-  """Rows of packed clips of mixed sizes train the same with rows over fsdp, heads over tensor
-  and every row's tokens over context (ring attention carrying segment ids) as on one device.
+  """Rows of packed clips of mixed sizes, with frame-conditioning tasks, train the same with rows
+  over fsdp, heads over tensor and every row's tokens over context (ring attention carrying
+  segment ids) as on one device.
   (One mesh: each costs a train-step compile; the unpacked tests cover the others.)"""
   assert packed_run.batch["segment_ids"].max() >= 3      # several clips share a row
   ref = _reference(packed_run)
