@@ -16,6 +16,16 @@ import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 jax.config.update("jax_threefry_partitionable", True)
+
+# One persistent XLA cache for the session: both xdist workers and every `sora-jax` subprocess
+# (they inherit the variable) load what another already compiled — the same tiny VAE init,
+# train step and sampler are built by many tests. Keyed by the lowered program, so it is never
+# stale; a user's own $SORA_JAX_COMPILE_CACHE wins.
+os.environ.setdefault("SORA_JAX_COMPILE_CACHE",
+                      str(pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "xla"))
+from sora_jax import compile_cache  # noqa: E402
+
+compile_cache.enable()
 # grain's multi-worker loader reads absl flags; pytest never parses them.
 flags.FLAGS.mark_as_parsed()
 

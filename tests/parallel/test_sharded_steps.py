@@ -201,7 +201,9 @@ def vae_init(vae_run):
   return state_lib.unbox(jax.jit(recipe.init)(jax.random.key(cfg.seed), {"video": video}))
 
 
-@pytest.mark.parametrize("mesh_name", list(MESHES))
+# Two meshes for the VAE (its convs are the slowest compiles of the suite): pure data, and
+# fsdp + tensor + context together; the DiT above runs all four.
+@pytest.mark.parametrize("mesh_name", ["d8", "f2t2c2"])
 def test_vae_step_sharded_equals_one_device(vae_run, vae_init, mesh_name):
   ref = _reference(vae_run, init_params=vae_init)
   got = vae_run.train(MESHES[mesh_name], init_params=vae_init)
