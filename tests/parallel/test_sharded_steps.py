@@ -1,8 +1,9 @@
 """Sharded == one device, on 8 fake CPU devices.
 
 The DiT (t2v) train step on four (data, fsdp, tensor, context) meshes, the VAE's on two and a
-packed, frame-conditioned DiT step on one give the loss and parameters of a one-device run; sampling on 8 devices gives the one-device video; the parameter
-shardings of a tiny t2v config match a golden file; the compiled step never retraces.
+packed, frame-conditioned DiT step on one give the loss and parameters of a one-device run;
+sampling on 8 devices gives the one-device video; the parameter shardings of a tiny t2v config
+match a golden file; the compiled step never retraces.
 """
 import math
 import os
