@@ -59,6 +59,8 @@ _EXTEND = flags.DEFINE_enum("extend", None, ["forward", "backward"],
 _RETAKE = flags.DEFINE_string("retake", None, "sample/demo: regenerate START:END (seconds) of "
                               "--video under the prompt.")
 _LOOP = flags.DEFINE_bool("loop", False, "sample/demo: a seamless loop.")
+_WINDOWS = flags.DEFINE_bool("windows", False, "sample/demo: generate in overlapping windows of "
+                             "the training length (any --seconds, flat memory).")
 _CONNECT = flags.DEFINE_string("connect", None, "sample/demo: A,B - begin with video A, end "
                                "with video B, a generated transition between.")
 _KEYFRAMES = flags.DEFINE_string("keyframes", None, "sample/demo: SECONDS:IMAGE,... frames the "
@@ -127,7 +129,8 @@ def _sample_request() -> dict:
               on_long=_LONG_PROMPT.value, aspect=_ASPECT.value, seconds=_SECONDS.value,
               image=_IMAGE.value, video=_VIDEO.value, extend=_EXTEND.value,
               retake=_RETAKE.value, loop=_LOOP.value, connect=_CONNECT.value,
-              keyframes=_KEYFRAMES.value, edit=_EDIT.value, strength=_STRENGTH.value)
+              keyframes=_KEYFRAMES.value, edit=_EDIT.value, strength=_STRENGTH.value,
+              windows=_WINDOWS.value)
 
 
 def cmd_sample(argv):
@@ -151,8 +154,15 @@ def cmd_eval(argv):
                 aspect=_ASPECT.value, seconds=_SECONDS.value)
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
                                        seed=_SEED.value, size=size)
+  elif what == "long":
+    from sora_jax.eval import t2v_eval
+    result = t2v_eval.evaluate_long_workdir(
+        workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
+        num_videos=_NUM.value if _NUM.present else 2,
+        prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value)
   else:
-    raise app.UsageError("usage: sora-jax eval vae|t2v --workdir=W [--split=test] [--out=F]")
+    raise app.UsageError("usage: sora-jax eval vae|t2v|long --workdir=W [--split=test] "
+                         "[--seconds=60] [--out=F]")
   text = json.dumps(result, indent=2)
   print(text)
   if _OUT.value:

@@ -309,6 +309,41 @@ class TextToVideo:
     ignores it)."""
     return self.generate(prompt, edit=np.asarray(video), strength=strength, **kw)
 
+  def long_video(self, prompt: str, *, seconds=None, num_frames=None, height=None, width=None,
+                 aspect=None, window: int | None = None, overlap: int = 1, num_steps=None,
+                 guidance_scale=None, seed: int = 0, progress: bool = False) -> np.ndarray:
+    """A video of any length in overlapping windows: the first window is text-to-video, every
+    later one extends the last `overlap` latent frames of the one before (the same compiled
+    conditional sampler each time). Latents gather on the host and decode chunk by chunk, so
+    device memory is that of one window whatever the duration. uint8 [T, H, W, 3]."""
+    (prompt,) = self.check_prompts([prompt])
+    num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
+    total = self.sizes(num_frames, height, width)[0][0]           # latent frames wanted
+    win = int(window or self.system.latent_shape[0])
+    if not 0 < overlap < win:
+      raise config_lib.ConfigError(f"overlap={overlap} latent frames must be in [1, window="
+                                   f"{win})")
+    tc = int(self.config.vae.temporal_compression)
+    shape, steps, guidance = self.sizes(1 + tc * (win - 1), height, width, num_steps,
+                                        guidance_scale)
+    tokens, mask = (jnp.asarray(a) for a in self.system.encode_prompts([prompt]))
+    lat: np.ndarray | None = None
+    k = 0
+    while lat is None or len(lat) < total:
+      known = None if lat is None else {0: lat[-overlap:]}
+      frames = conditioning.place(win, shape[1:], at=known)
+      out = np.asarray(self._generate_cond(self.params, tokens, mask, jax.random.key(seed + k),
+                                           frames, None, shape, steps, guidance, None))[0]
+      lat = out if lat is None else np.concatenate([lat, out[overlap:]])
+      k += 1
+      if progress:
+        print(f"window {k}: {min(len(lat), total)}/{total} latent frames", flush=True)
+    z = jnp.asarray(lat[:total] / self.system.scale)[None]
+    video = np.concatenate([
+        ((np.asarray(x)[0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+        for x in self.system.vae.iter_decode(self.system.vae_params, z, win)])
+    return video
+
   def many(self, prompts: list[str], sizes: list[dict], *, num_steps: int | None = None,
            guidance_scale: float | None = None, seed: int = 0) -> list[np.ndarray]:
     """One video per prompt, each at its own size: `sizes[i]` holds that prompt's size keywords

@@ -137,6 +137,16 @@ def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None
   `aspect` ('16:9') and `seconds` resolve to a size as in `TextToVideo.resolve_size`; `modes`
   are run_mode's (image-to-video, extension, loops, ...)."""
   (prompt,) = t2v.check_prompts([prompt])
+  if modes.pop("windows", False):
+    if any(modes.values()):
+      raise ConfigError("--windows is text-to-video in windows; give it without another mode")
+    frames = t2v.long_video(prompt, seconds=seconds, num_frames=num_frames, height=height,
+                            width=width, aspect=aspect, num_steps=num_steps,
+                            guidance_scale=guidance_scale, seed=seed, progress=True)
+    outputs.check_output_path(out, len(frames), overwrite=overwrite)
+    return t2v.save(frames, out, prompt, seed=seed, overwrite=overwrite, unsigned=unsigned,
+                    prompt_in_manifest=prompt_in_manifest, hooks=hooks,
+                    sampler={"mode": "windows"})
   if any(modes.values()):
     frames = run_mode(t2v, prompt, num_frames=num_frames, height=height, width=width,
                       aspect=aspect, seconds=seconds, num_steps=num_steps,

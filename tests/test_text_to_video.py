@@ -155,3 +155,17 @@ def test_cli_modes_check_their_arguments_and_inputs(t2v, tmp_path):
   mp4 = tmp_path / "clip.mp4"
   video_io.write_video(str(mp4), np.zeros((12, 32, 32, 3), np.uint8), fps=8)
   assert sample_job.load_input(t2v, str(mp4)).shape == (9, 32, 32, 3)  # 12 frames -> 1 + 4*2
+
+
+def test_long_video_in_windows_and_its_drift_report(t2v):
+  """25 frames from 3-latent-frame windows overlapping by one (3 windows), decoded chunk by
+  chunk; the drift report scores ~1 s windows and the frame change at the generation seams."""
+  from sora_jax.eval import t2v_eval
+  v = t2v.long_video("a red circle falls", num_frames=25, num_steps=1)
+  assert v.shape == (25, 32, 32, 3) and v.dtype == np.uint8
+  assert t2v_eval.window_seams(7, 3, 1, 4) == [9, 17]
+  r = t2v_eval.drift_report(v, "a red circle falls", fps=8, window_s=1.0, seams=[9, 17])
+  assert len(r["windows"]) == 3 and r["windows"][1]["start_s"] == 1.0
+  assert r["seam_change"] is not None and r["inside_change"] is not None
+  with pytest.raises(config_lib.ConfigError, match="overlap"):
+    t2v.long_video("a red circle falls", num_frames=25, overlap=3)

@@ -64,3 +64,80 @@ def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
 
 def mean_gap(result: dict, keys=("color", "direction")) -> float:
   return float(np.mean([result["adherence"][k] - result["chance"][k] for k in keys]))
+
+
+# ---------------------------------------------------------------------------- long-video drift
+
+DRIFT_KEYS = ("color", "shape", "direction", "plausibility")
+
+
+def window_seams(total_latent: int, window: int, overlap: int, tc: int) -> list[int]:
+  """Pixel frames where `TextToVideo.long_video` starts a new window's generated frames."""
+  seams, end = [], window
+  while end < total_latent:
+    seams.append(1 + tc * (end - 1))
+    end += window - overlap
+  return seams
+
+
+def drift_report(video: np.ndarray, caption: str, fps: float, window_s: float = 2.0,
+                 seams: list[int] | None = None) -> dict:
+  """Per ~2 s window: the world evaluator's colour / shape / direction / plausibility against the
+  caption (is the prompted object still there, still itself, still moving as asked?); each
+  window's score over the first window's; and, at generation seams, the frame-to-frame change
+  against the change inside windows (a seam that jumps shows up as flicker)."""
+  n = max(2, int(round(window_s * fps)))
+  windows = []
+  for a in range(0, len(video) - n + 1, n):
+    s = world_eval.score_video(video[a:a + n], caption, fps)
+    windows.append({"start_s": a / fps, **{k: float(s[k]) for k in DRIFT_KEYS}})
+  first = windows[0]
+  ratio = {k: [w[k] / first[k] if first[k] > 0 else None for w in windows] for k in DRIFT_KEYS}
+  diff = np.abs(np.diff(np.asarray(video, np.float32), axis=0)).mean((1, 2, 3)) / 255.0
+  seam_set = {s - 1 for s in (seams or []) if 0 < s < len(video)}   # diff index before frame s
+  inside = [d for i, d in enumerate(diff) if i not in seam_set]
+  return {"windows": windows, "ratio_to_first": ratio,
+          "seam_change": float(np.mean([diff[i] for i in seam_set])) if seam_set else None,
+          "inside_change": float(np.mean(inside)) if inside else None}
+
+
+def evaluate_long(t2v, captions: list[str], *, seconds: float, window: int | None = None,
+                  overlap: int = 1, seed: int = 0, window_s: float = 2.0) -> dict:
+  """Long videos for `captions` and their drift reports, averaged over the videos: per window
+  mean scores, and whether colour and shape stay within 10 % of the first window."""
+  fps = float(t2v.config.data.fps)
+  tc = int(t2v.config.vae.temporal_compression)
+  win = int(window or t2v.system.latent_shape[0])
+  reports, videos = [], []
+  for i, caption in enumerate(captions):
+    video = t2v.long_video(caption, seconds=seconds, window=win, overlap=overlap, seed=seed + i)
+    total = 1 + (len(video) - 1) // tc
+    reports.append(drift_report(video, caption, fps, window_s,
+                                window_seams(total, win, overlap, tc)))
+    videos.append(video)
+  n_win = min(len(r["windows"]) for r in reports)
+  mean = [{k: float(np.mean([r["windows"][w][k] for r in reports])) for k in DRIFT_KEYS}
+          for w in range(n_win)]
+  for w, m in enumerate(mean):
+    m["start_s"] = reports[0]["windows"][w]["start_s"]
+  held = {k: bool(all(m[k] >= 0.9 * mean[0][k] for m in mean)) for k in ("color", "shape")}
+  seam = [r["seam_change"] for r in reports if r["seam_change"] is not None]
+  return {"num_videos": len(captions), "seconds": seconds, "frames": int(len(videos[0])),
+          "window_latent_frames": win, "overlap": overlap, "windows": mean,
+          "within_10pct_of_first": held,
+          "seam_change": float(np.mean(seam)) if seam else None,
+          "inside_change": float(np.mean([r["inside_change"] for r in reports])),
+          "videos": videos}
+
+
+def evaluate_long_workdir(workdir: str, *, seconds: float = 60.0, split: str = "test",
+                          num_videos: int = 2, prompt: str | None = None, seed: int = 0,
+                          window: int | None = None, overlap: int = 1) -> dict:
+  from sora_jax.pipeline import TextToVideo
+  t2v = TextToVideo.from_workdir(workdir, on_long="warn")
+  captions = [prompt] if prompt else held_out_captions(t2v.config.data, split, num_videos)
+  result = evaluate_long(t2v, captions, seconds=seconds, window=window, overlap=overlap,
+                         seed=seed)
+  result.pop("videos")
+  result["captions"] = captions
+  return result

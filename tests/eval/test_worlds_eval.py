@@ -163,3 +163,20 @@ def test_rejects_bad_inputs():
     ev.score_video(np.zeros((2, 8, 8, 3), np.float32), "a red circle")
   with pytest.raises(TypeError, match="spec"):
     ev.score_video(np.zeros((2, 8, 8, 3), np.uint8), 42)
+
+
+def test_drift_report_sees_an_object_vanish():
+  """A rendered clip scores alike in each window; the same clip with the object painted out of
+  its second half loses colour there, and the ratio to the first window says so."""
+  from sora_jax.data import world
+  from sora_jax.eval import t2v_eval
+  clip = world.generate_clip(11, 33, 64, 64, fps=8.0, split="test", world="simple")
+  video, caption = np.asarray(clip["video"]), clip["caption"]
+  good = t2v_eval.drift_report(video, caption, fps=8, window_s=2.0)
+  assert len(good["windows"]) == 2 and good["windows"][0]["color"] > 0.9
+  assert good["ratio_to_first"]["color"][1] > 0.9
+  gone = video.copy()
+  gone[16:] = gone[16:].reshape(-1, 3).mean(0).astype(np.uint8)   # a flat frame: no object
+  bad = t2v_eval.drift_report(gone, caption, fps=8, window_s=2.0, seams=[16])
+  assert bad["ratio_to_first"]["color"][1] < 0.5
+  assert bad["seam_change"] > bad["inside_change"]
