@@ -53,3 +53,12 @@ def save_frames_png(videos: list[np.ndarray], labels: list[str], out_png: str,
     if len(text) > 40:
       draw.text((4, i * h + 18), text[40:80], fill=(0, 0, 0))
   canvas.save(out_png)
+
+
+def write_table(out_dir: str, rows: dict, md: str) -> None:
+  """A study's table as table.json (the rows) and table.md (`md`), and `md` on stdout."""
+  with open(os.path.join(out_dir, "table.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  with open(os.path.join(out_dir, "table.md"), "w") as f:
+    f.write(md)
+  print(md)

@@ -20,7 +20,6 @@ table.md, samples_<mode>.png and command.txt.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,7 +27,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _plots import save_frames_png  # noqa: E402
+from _plots import save_frames_png, write_table  # noqa: E402
 
 from sora_jax.data import pipeline  # noqa: E402
 from sora_jax.eval import worlds as world_eval  # noqa: E402
@@ -158,12 +157,7 @@ def main():
     tag = re.sub(r"[^a-z0-9]+", "_", name).strip("_")
     save_frames_png(r.pop("videos")[:4], r.pop("captions")[:4],
                     os.path.join(a.out, f"samples_{tag}.png"), every=2)
-  with open(os.path.join(a.out, "table.json"), "w") as f:
-    json.dump(rows, f, indent=2)
-  md = table_md(rows)
-  with open(os.path.join(a.out, "table.md"), "w") as f:
-    f.write(md)
-  print(md)
+  write_table(a.out, rows, table_md(rows))
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ command.txt. The ratio column is the issue-14 criterion: within 10 % of square (
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _plots import save_frames_png  # noqa: E402
+from _plots import save_frames_png, write_table  # noqa: E402
 
 from sora_jax.eval import t2v_eval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
@@ -87,12 +86,7 @@ def main():
         ext = "png" if videos[i].shape[0] == 1 else "mp4"
         t2v.save(videos[i], os.path.join(a.out, f"{tag}_{i}.{ext}"), captions[i], seed=i,
                  overwrite=True, unsigned=True)
-  with open(os.path.join(a.out, "table.json"), "w") as f:
-    json.dump(rows, f, indent=2)
-  md = table_md(rows)
-  with open(os.path.join(a.out, "table.md"), "w") as f:
-    f.write(md)
-  print(md)
+  write_table(a.out, rows, table_md(rows))
 
 
 if __name__ == "__main__":
