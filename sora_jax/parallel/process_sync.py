@@ -85,3 +85,13 @@ class SyncedJit:
       self._compiled[key] = self.jitted.lower(*args).compile()
       sync_processes(f"compiled/{self.name}")
     return self._compiled[key](*args)
+
+
+def fetch(tree: Any) -> Any:
+  """Host copies of arrays that may be sharded across processes (a model's output under an
+  fsdp / tensor mesh spanning hosts): the whole value in every process. Multi-process, this is a
+  collective, so every process must call it; one process: `jax.device_get`."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(tree, tiled=True)

@@ -17,6 +17,7 @@ import numpy as np
 from sora_jax.data import packing, pipeline
 from sora_jax.eval import worlds as world_eval
 from sora_jax.models import patching
+from sora_jax.parallel import process_sync
 from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.t2v import T2VSystem
 from sora_jax.systems.vae import to_model_range, to_uint8
@@ -136,7 +137,9 @@ class T2VTraining:
 
   def _videos(self, params, prompts: list[str], rng) -> np.ndarray:
     tokens, mask = self.system.encode_prompts(prompts)
-    return to_uint8(self._generate(params, jnp.asarray(tokens), jnp.asarray(mask), rng))
+    # fetch: under a mesh spanning processes the video may be sharded across them.
+    return to_uint8(process_sync.fetch(self._generate(params, jnp.asarray(tokens),
+                                                      jnp.asarray(mask), rng)))
 
   def visualize(self, params, batch, rng) -> dict[str, np.ndarray]:
     del batch
@@ -154,7 +157,7 @@ class T2VTraining:
     video = jnp.asarray(to_model_range(held_out["video"]))
     batch = {"latents": self._encode(video), "tokens": jnp.asarray(tokens),
              "text_mask": jnp.asarray(mask)}
-    losses = np.asarray(self._held_out_loss(params, batch, jax.random.key(0)))
+    losses = np.asarray(process_sync.fetch(self._held_out_loss(params, batch, jax.random.key(0))))
     out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(EVAL_T_GRID, losses)}
     out["flow_loss"] = float(losses.mean())
     videos = {}
@@ -163,7 +166,7 @@ class T2VTraining:
       scores = world_eval.score_videos(list(frames), captions, fps=self.config.data.fps)
       chance = world_eval.score_videos(list(frames), captions[1:] + captions[:1],
                                        fps=self.config.data.fps)
-      for k in ("color", "shape", "direction", "overall"):
+      for k in ("color", "shape", "direction", "permanence", "overall"):
         if k in scores:
           out[k], out[f"{k}_chance"] = float(scores[k]), float(chance[k])
       videos["samples"] = np.concatenate(list(frames[:4]), axis=2)

@@ -20,6 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sora_jax.data import pipeline
 from sora_jax.models import discriminator as disc_lib
+from sora_jax.parallel import process_sync
 from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.vae import VAESystem, to_model_range, to_uint8
 
@@ -109,11 +110,11 @@ class VAETraining:
     """{'recon': uint8 [T, H, 2W, 3]}: input | reconstruction (posterior mean) for clip 0."""
     del rng
     x = jnp.asarray(batch["video"][:1], jnp.float32)
-    x_hat = self._reconstruct(params["vae"], x)
+    x_hat = process_sync.fetch(self._reconstruct(params["vae"], x))  # may span processes
     return {"recon": np.concatenate([to_uint8(x[0]), to_uint8(x_hat[0])], axis=2)}
 
   def evaluate(self, params, held_out: dict) -> tuple[dict, dict]:
     """Held-out PSNR / SSIM / L1 of the posterior-mean reconstruction (no videos)."""
     video = jnp.asarray(to_model_range(held_out["video"]))
-    out = self._metrics(params["vae"], video)
+    out = process_sync.fetch(self._metrics(params["vae"], video))
     return {k: float(v) for k, v in out.items()}, {}

@@ -1,8 +1,8 @@
 """Multi-host for real, on one machine: two `sora-jax train` processes x 4 fake CPU devices.
 
 They join through JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID (gloo
-collectives), train the tiny DiT on a global (8,1,1,1) and a (2,2,2,1) mesh, and match one
-process with 8 devices loss for loss; each reads only its own half of every batch; only process 0
+collectives), train the tiny DiT on a global (2,2,2,1) mesh (data across the processes, fsdp and
+tensor inside and across them), and match one process with 8 devices loss for loss; each reads only its own half of every batch; only process 0
 writes metrics and videos; their checkpoint resumes in a single-process run.
 """
 import json
@@ -28,7 +28,8 @@ def _env(cache, devices, **extra):
   env = dict(os.environ)
   for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     env.pop(k, None)
-  env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+  env.update(XLA_FLAGS=f"{os.environ.get('SORA_JAX_TEST_XLA_FLAGS', '')} "
+                       f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", TF_CPP_MIN_LOG_LEVEL="3")
   env.update(extra)
@@ -133,14 +134,12 @@ def test_each_process_reads_only_its_shard_of_the_same_global_batches(monkeypatc
   assert reads[0] and reads[1] and not reads[0] & reads[1]   # (read-ahead included)
 
 
-@pytest.mark.parametrize("mesh_name", list(MESHES))
-def test_two_processes_train_like_one(reference, tmp_path, cache, mesh_name):
+def test_two_processes_train_like_one(reference, tmp_path, cache):
+  # One mesh (the data=8 case was dropped for the suite's time: 190 s on a 2-core box, and this
+  # mesh spans the processes in data as that one did). Sampling runs too: its compile happens
+  # between steps, which the coordination barriers (process_sync) must outlast.
   workdir = str(tmp_path / "run")
-  # Sampling (and its videos) on the first mesh only: fewer compiles keep the two processes in
-  # step; gloo gives a process 30 s to join a new communicator, which a loaded CPU can exceed.
-  videos_too = mesh_name == "d8"
-  outs = _two_processes(workdir, MESHES[mesh_name], cache,
-                        *([] if videos_too else ["--config.train.sample_every=0"]))
+  outs = _two_processes(workdir, MESHES["d2f2t2"], cache)
   # One global mesh over both processes: the facts line reports it (process 0 only).
   assert "params=" in outs[0] and "params=" not in outs[1]
   rows = _rows(workdir)
@@ -149,20 +148,18 @@ def test_two_processes_train_like_one(reference, tmp_path, cache, mesh_name):
   want = [reference[s] for s in range(1, STOP + 1)]
   assert got[0] == pytest.approx(want[0], rel=5e-5)   # same init, same batch: summation order
   assert got == pytest.approx(want, rel=2e-4)        # Adam amplifies rounding where g ~ 0
-  if videos_too:
-    videos = sorted(os.listdir(os.path.join(workdir, "videos")))
-    assert videos == ["sample_0000002.mp4", "sample_0000004.mp4"]
+  videos = sorted(os.listdir(os.path.join(workdir, "videos")))
+  assert videos == ["sample_0000002.mp4", "sample_0000004.mp4"]
   ckpt = os.path.join(workdir, "checkpoints", str(STOP))
   # Both processes saved their data position; arrays went to one checkpoint.
   assert {"process_0-of-2.json", "process_1-of-2.json"} <= set(
       os.listdir(os.path.join(ckpt, "data")))
-  if mesh_name == "d2f2t2":
-    # ... and that checkpoint resumes in one process on 8 devices, on another mesh, where the
-    # reference would have been at step STOP.
-    p = subprocess.run(_cmd(workdir, MESHES["d8"]), env=_env(cache, 8), cwd=REPO, text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400)
-    _check(p, "the one-process resume")
-    rows = _rows(workdir)[STOP:]
-    assert [r["step"] for r in rows] == list(range(STOP + 1, STEPS + 1))
-    assert [r["loss"] for r in rows] == pytest.approx(
-        [reference[s] for s in range(STOP + 1, STEPS + 1)], rel=2e-4)
+  # ... and that checkpoint resumes in one process on 8 devices, on another mesh, where the
+  # reference would have been at step STOP.
+  p = subprocess.run(_cmd(workdir, MESHES["d8"]), env=_env(cache, 8), cwd=REPO, text=True,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400)
+  _check(p, "the one-process resume")
+  rows = _rows(workdir)[STOP:]
+  assert [r["step"] for r in rows] == list(range(STOP + 1, STEPS + 1))
+  assert [r["loss"] for r in rows] == pytest.approx(
+      [reference[s] for s in range(STOP + 1, STEPS + 1)], rel=2e-4)
