@@ -112,7 +112,8 @@ def test_two_processes_form_one_mesh():
   port = _free_port()
   procs = []
   for i in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('SORA_JAX_TEST_XLA_FLAGS', '')} "
+                                          "--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
     procs.append(subprocess.Popen([sys.executable, "-c", _WORKER], env=env, cwd=REPO, text=True,

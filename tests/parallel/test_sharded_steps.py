@@ -204,7 +204,9 @@ def vae_init(vae_run):
 
 # Two meshes for the VAE (its convs are the slowest compiles of the suite): pure data, and
 # fsdp + tensor + context together; the DiT above runs all four.
-@pytest.mark.parametrize("mesh_name", ["d8", "f2t2c2"])
+# One mesh that shards every axis the VAE has rules for (the data=8 case cost 80 s and is the
+# DiT tests' first mesh).
+@pytest.mark.parametrize("mesh_name", ["f2t2c2"])
 def test_vae_step_sharded_equals_one_device(vae_run, vae_init, mesh_name):
   ref = _reference(vae_run, init_params=vae_init)
   got = vae_run.train(MESHES[mesh_name], init_params=vae_init)
