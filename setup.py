@@ -34,7 +34,8 @@ setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90"],
+        # matplotlib: the tests run the study runners, which plot.
+        "test": ["pytest>=8", "pytest-xdist>=3", "chex>=0.1.90", "matplotlib"],
         "notebooks": ["jupyter", "nbclient", "nbformat", "ipykernel", "matplotlib"],
         "experiments": ["matplotlib"],
     },

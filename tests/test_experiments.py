@@ -1,0 +1,76 @@
+"""The study runners: sweep expansion, the DiT paper's table, and one study end to end (smoke)."""
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import _study  # noqa: E402
+from experiments import dit_paper_table, objective, patch_size, resolution, scaling  # noqa: E402
+
+
+def test_sweeps_expand_to_the_expected_configs():
+  pts = _study.product(_study.sweep("patch", ["1x2x2", "2x2x2"]),
+                       _study.sweep_many(("model.width", "model.heads"), [(96, 2), (192, 3)]))
+  assert pts == [{"patch": "1x2x2", "model.width": 96, "model.heads": 2},
+                 {"patch": "1x2x2", "model.width": 192, "model.heads": 3},
+                 {"patch": "2x2x2", "model.width": 96, "model.heads": 2},
+                 {"patch": "2x2x2", "model.width": 192, "model.heads": 3}]
+  assert _study.chain(_study.sweep("a", [1]), _study.sweep("b", [2])) == [{"a": 1}, {"b": 2}]
+  assert len({_study.point_name(p) for p in pts}) == 4   # one workdir per run
+  c = _study.config_for(pts[3], steps=300, eval_num=4, eval_points=3)
+  assert tuple(c.model.patch) == (2, 2, 2) and (c.model.width, c.model.heads) == (192, 3)
+  assert (c.train.steps, c.train.eval_every, c.train.eval_num) == (300, 100, 4)
+  with pytest.raises(KeyError, match="model.widht"):
+    _study.config_for({"model.widht": 3}, steps=10, eval_num=1)
+
+
+@pytest.mark.parametrize("module,expected", [
+    (patch_size.points(["1x1x1", "2x4x4"], 13), [(1, 1, 1), (2, 4, 4)]),
+    (objective.points(["flow", "eps", "v"]), ["euler", "ddim", "ddim"]),
+    (resolution.points(["32x32", "64x112"]), [(32, 32), (64, 112)]),
+    (scaling.points([96, 384]), [(96, 2), (384, 6)]),
+])
+def test_each_runner_sweeps_its_axis(module, expected):
+  cfgs = [_study.config_for(p, steps=10, eval_num=1) for p in module]
+  got = [tuple(c.model.patch) if "patch" in p else c.sample.sampler if "sample.sampler" in p
+         else (c.data.height, c.data.width) if "data.height" in p
+         else (c.model.width, c.model.heads) for c, p in zip(cfgs, module)]
+  assert got == expected
+  if "diffusion.objective" in module[0]:
+    assert [c.diffusion.objective for c in cfgs] == ["flow", "eps", "v"]
+  if "model.width" in module[0]:   # scaling: the model grows, and so do its FLOPs
+    facts = [_study.model_facts(c) for c in cfgs]
+    assert facts[1]["params"] > 10 * facts[0]["params"] and facts[1]["gmacs"] > facts[0]["gmacs"]
+
+
+def test_dit_paper_table_matches_the_paper(tmp_path):
+  assert dit_paper_table.main(["--out", str(tmp_path)]) == 0
+  rows = json.load(open(tmp_path / "table.json"))
+  assert len(rows) == 12
+  xl2 = next(r for r in rows if r["model"] == "DiT-XL/2")
+  assert xl2["params_ref"] == 675_129_632 and abs(xl2["gmacs"] - 118.64) < 0.05
+  assert all(abs(r["gmacs_diff_pct"]) < 1 and abs(r["params_diff_pct"]) < 1 for r in rows)
+
+
+def test_a_study_runs_end_to_end_resumes_and_skips(tmp_path):
+  """Scaling at smoke size: two evaluations along one run, table + plot; a rerun trains
+  nothing (the run is finished) and gives the same table."""
+  args = ["--smoke", "--steps", "2", "--eval_num", "2", "--budgets", "2", "--sizes", "64",
+          "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]
+  assert scaling.main(args) == 0
+  rows = json.load(open(tmp_path / "out" / "table.json"))
+  assert [(r["model.width"], r["step"]) for r in rows] == [(64, 1), (64, 2)]
+  assert rows[1]["flops"] == 2 * rows[0]["flops"] and rows[0]["params"] > 0
+  for r in rows:
+    assert r["flow_loss"] > 0 and 0 <= r["color"] <= 1 and "color_chance" in r
+  assert os.path.getsize(tmp_path / "out" / "plot.png") > 1000
+  md = open(tmp_path / "out" / "table.md").read()
+  assert "| model.heads | model.width |" in md and "Machine:" in md
+  stamp = os.path.getmtime(tmp_path / "w" / "scaling" / "model.width=64,model.heads=2"
+                           / "metrics.jsonl")
+  assert scaling.main(args) == 0
+  assert json.load(open(tmp_path / "out" / "table.json")) == rows
+  assert os.path.getmtime(tmp_path / "w" / "scaling" / "model.width=64,model.heads=2"
+                          / "metrics.jsonl") == stamp
