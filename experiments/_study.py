@@ -79,24 +79,37 @@ def _set(c, key: str, value) -> None:
   c[field] = value
 
 
+FULL_BASE = "variant=B,res=256,frames=33,batch=64"   # --full: configs/t2v.py at pod size
+
+
 def config_for(point: dict, *, steps: int, eval_num: int, eval_points: int = 1,
                base: str = "", vae_workdir: str = "", cache_dir: str = SHARED_LATENTS,
-               cache_clips: int = 2048, smoke: bool = False):
-  """The demo t2v config at this sweep point, trained `steps` and evaluated `eval_points` times."""
+               cache_clips: int = 2048, smoke: bool = False, full: bool = False,
+               sets: dict | None = None):
+  """The demo t2v config at this sweep point (configs/t2v.py at FULL_BASE with full=True),
+  trained `steps` and evaluated `eval_points` times; `sets`: dotted overrides for every run."""
   args, overrides = _split(point)
-  arg = ",".join(a for a in (f"stage=t2v,steps={steps}", base, args,
-                             "runlocal" if smoke else "") if a)
-  c = demo_config.get_config(arg).unlock()
-  c.vae_workdir = os.path.abspath(vae_workdir) if vae_workdir else os.path.join(demo.ASSETS, "vae")
-  c.data.cache_dir, c.data.cache_clips = cache_dir, cache_clips
-  if smoke:  # runlocal sizes, an untrained VAE (the shipped one is not runlocal's shape)
+  overrides = {**(sets or {}), **overrides}
+  if full:   # a pod: pixels through the VAE each step, no cache; base adds e.g. mesh sizes
+    from configs import t2v as t2v_config
+    arg = ",".join(a for a in (FULL_BASE, f"steps={steps}", base, args) if a)
+    c = t2v_config.get_config(arg).unlock()
     c.vae_workdir = os.path.abspath(vae_workdir) if vae_workdir else ""
+  else:
+    arg = ",".join(a for a in (f"stage=t2v,steps={steps}", base, args,
+                               "runlocal" if smoke else "") if a)
+    c = demo_config.get_config(arg).unlock()
+    c.vae_workdir = (os.path.abspath(vae_workdir) if vae_workdir else
+                     "" if smoke else os.path.join(demo.ASSETS, "vae"))
+    c.data.cache_dir, c.data.cache_clips = cache_dir, cache_clips
+  if smoke:  # runlocal sizes, an untrained VAE (the shipped one is not runlocal's shape)
     import jax
     c.data.batch_size = max(c.data.batch_size, jax.device_count())  # the mesh splits it
     c.data.cache_clips = 8
     c.data.height = c.data.width = 32
     c.data.frames = 9
     c.sample.steps = 2
+    c.diffusion.latent_scale = 1.0   # no estimate through the (untrained) VAE
   for key, value in overrides.items():
     _set(c, key, value)
   c.optim.warmup_steps = min(c.optim.warmup_steps, max(steps // 10, 1))
@@ -106,6 +119,38 @@ def config_for(point: dict, *, steps: int, eval_num: int, eval_points: int = 1,
   c.train.eval_num = eval_num
   c.train.log_every = max(1, min(c.train.log_every, steps // 4))
   return c.lock()
+
+
+def parse_sets(items: list[str]) -> dict:
+  """["mesh.fsdp=8", "mesh.distributed=True"] -> {"mesh.fsdp": 8, "mesh.distributed": True}."""
+  import ast
+  out = {}
+  for item in items or []:
+    key, eq, raw = item.partition("=")
+    if not eq or "." not in key:
+      raise ValueError(f"--set expects section.key=value, e.g. mesh.fsdp=8; got {item!r}")
+    try:
+      out[key.strip()] = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      out[key.strip()] = raw
+  return out
+
+
+def dry_run(study: str, points: list[dict], configs: dict, workdir: str) -> list[dict]:
+  """Compiles each run's train step for the mesh of the devices present (no training) and
+  reports memory per device: a run that would not fit fails here, not on a booked pod."""
+  from sora_jax.train import loop
+  rows = []
+  for p in points:
+    c = configs[point_name(p)].unlock()
+    c.train.dry_run = True
+    if not c.diffusion.latent_scale:
+      c.diffusion.latent_scale = 1.0   # no estimate through the VAE: nothing is trained
+    facts = loop.train(c.lock(), os.path.join(workdir, study + "_dry_run", point_name(p)))
+    rows.append({"run": point_name(p), **{k: facts.get(k) for k in (
+        "params", "peak_bytes_estimate", "flops", "compile_s")}})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
 
 
 def evals(workdir: str) -> list[dict]:
@@ -223,10 +268,21 @@ def add_args(ap: argparse.ArgumentParser, *, steps: int, eval_num: int = 16) -> 
   ap.add_argument("--eval_num", type=int, default=eval_num, help="held-out prompts per eval")
   ap.add_argument("--base", default="", help="configs/demo.py arguments every run starts from")
   ap.add_argument("--vae_workdir", default="", help="default: the shipped demo VAE")
+  ap.add_argument("--cache_clips", type=int, default=2048,
+                  help="clips in the latent cache (2048: the shipped recipe's cache is reused)")
   ap.add_argument("--workdir", default="workdirs/studies")
   ap.add_argument("--out", default="", help="default: experiments/results/<study>")
   ap.add_argument("--smoke", action="store_true",
                   help="tiny models and data (configs' runlocal): checks the study end to end")
+  ap.add_argument("--full", action="store_true",
+                  help=f"configs/t2v.py:{FULL_BASE} instead of the CPU demo recipe (a pod); "
+                       "--base adds arguments, --vae_workdir names the VAE")
+  ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                  help="a dotted config override for every run (repeatable): mesh sizes, "
+                       "mesh.distributed=True on a pod, optim.lr=...")
+  ap.add_argument("--dry_run", action="store_true",
+                  help="compile every run for the devices present and report memory per "
+                       "device; trains nothing")
   ap.add_argument("--list", action="store_true", help="print the runs and exit")
 
 
@@ -239,7 +295,8 @@ def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
   configs = {}
   for p in points:
     c = config_for(p, steps=a.steps, eval_num=a.eval_num, eval_points=eval_points, base=a.base,
-                   vae_workdir=a.vae_workdir, smoke=a.smoke,
+                   vae_workdir=a.vae_workdir, smoke=a.smoke, full=a.full,
+                   sets=parse_sets(a.set), cache_clips=a.cache_clips,
                    cache_dir=os.path.join(a.workdir, "latents") if a.smoke else SHARED_LATENTS)
     c = configure(c, p) if configure else c
     config_lib.validate(c, training=True)   # a bad point fails here, before anything trains
@@ -248,11 +305,13 @@ def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
     for name, c in configs.items():
       print(f"{name:40s} {model_facts(c)}")
     return []
+  if a.dry_run:
+    return dry_run(study, points, configs, a.workdir)
   rows = []
   for p in points:
     rows += run_point(study, p, configs[point_name(p)], a.workdir)
     print(json.dumps(rows[-1]), flush=True)
-  out = a.out or os.path.join("experiments", "results", study)
+  out = a.out or os.path.join("experiments", "results", study + ("_full" if a.full else ""))
   os.makedirs(out, exist_ok=True)
   axes = sorted({k for p in points for k in p})
   write_table(out, rows, table_md(rows, axes, note))

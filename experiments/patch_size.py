@@ -29,8 +29,10 @@ def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   _study.add_args(ap, steps=600)
   ap.add_argument("--patches", default=PATCHES)
-  ap.add_argument("--frames", type=int, default=13, help="clip frames (latent frames = 1 + (f-1)/4)")
+  ap.add_argument("--frames", type=int, default=0,
+                  help="clip frames, latent frames = 1 + (f-1)/4 even (default 13; --full 29)")
   a = ap.parse_args(argv)
+  a.frames = a.frames or (29 if a.full else 13)
   _study.run_study("patch_size", points(a.patches.split(","), a.frames), a, x="tokens",
                    series=None, title="patch size: tokens per clip vs loss and adherence",
                    note="flow_loss is per latent element; a coarser patch predicts the same "

@@ -117,7 +117,7 @@ def test_wrong_kind_of_workdir_is_named(capsys, tmp_path, keys):
 def test_train_config_errors_are_one_line(tmp_path):
   # A subprocess: config overrides (--config.x.y) are flags absl defines while parsing --config.
   def train(*args):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["SORA_JAX_TEST_XLA_FLAGS"])
     return subprocess.run([sys.executable, "-m", "sora_jax.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=300)
   p = train("--config=configs/t2v.py:runlocal", "--config.data.frames=16",

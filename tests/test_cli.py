@@ -11,7 +11,8 @@ import pytest
 from sora_jax.io import video as video_io
 from sora_jax.models import perceptual
 
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+# One device, compiled like the rest of the suite (conftest: SORA_JAX_TEST_XLA_FLAGS).
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=os.environ["SORA_JAX_TEST_XLA_FLAGS"])
 
 
 def sora(*args, timeout=600):

@@ -202,10 +202,8 @@ def vae_init(vae_run):
   return state_lib.unbox(jax.jit(recipe.init)(jax.random.key(cfg.seed), {"video": video}))
 
 
-# Two meshes for the VAE (its convs are the slowest compiles of the suite): pure data, and
-# fsdp + tensor + context together; the DiT above runs all four.
-# One mesh that shards every axis the VAE has rules for (the data=8 case cost 80 s and is the
-# DiT tests' first mesh).
+# One mesh for the VAE (its convs are the slowest compiles of the suite), sharding every axis it
+# has rules for; the DiT above runs all four (the VAE's data=8 case cost 80 s).
 @pytest.mark.parametrize("mesh_name", ["f2t2c2"])
 def test_vae_step_sharded_equals_one_device(vae_run, vae_init, mesh_name):
   ref = _reference(vae_run, init_params=vae_init)
