@@ -1,4 +1,7 @@
-"""The study runners: sweep expansion, the DiT paper's table, and one study end to end (smoke)."""
+"""The study runners: sweep expansion, each runner's configs, the DiT paper's table.
+
+A study end to end (train, evaluate, table, plot; a rerun skips the finished runs) is
+notebooks/03_ablation.ipynb, which tests/test_notebooks.py executes in quick mode."""
 import json
 import os
 import sys
@@ -52,25 +55,3 @@ def test_dit_paper_table_matches_the_paper(tmp_path):
   xl2 = next(r for r in rows if r["model"] == "DiT-XL/2")
   assert xl2["params_ref"] == 675_129_632 and abs(xl2["gmacs"] - 118.64) < 0.05
   assert all(abs(r["gmacs_diff_pct"]) < 1 and abs(r["params_diff_pct"]) < 1 for r in rows)
-
-
-def test_a_study_runs_end_to_end_resumes_and_skips(tmp_path):
-  """Scaling at smoke size: two evaluations along one run, table + plot; a rerun trains
-  nothing (the run is finished) and gives the same table."""
-  args = ["--smoke", "--steps", "2", "--eval_num", "2", "--budgets", "2", "--sizes", "64",
-          "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out")]
-  assert scaling.main(args) == 0
-  rows = json.load(open(tmp_path / "out" / "table.json"))
-  assert [(r["model.width"], r["step"]) for r in rows] == [(64, 1), (64, 2)]
-  assert rows[1]["flops"] == 2 * rows[0]["flops"] and rows[0]["params"] > 0
-  for r in rows:
-    assert r["flow_loss"] > 0 and 0 <= r["color"] <= 1 and "color_chance" in r
-  assert os.path.getsize(tmp_path / "out" / "plot.png") > 1000
-  md = open(tmp_path / "out" / "table.md").read()
-  assert "| model.heads | model.width |" in md and "Machine:" in md
-  stamp = os.path.getmtime(tmp_path / "w" / "scaling" / "model.width=64,model.heads=2"
-                           / "metrics.jsonl")
-  assert scaling.main(args) == 0
-  assert json.load(open(tmp_path / "out" / "table.json")) == rows
-  assert os.path.getmtime(tmp_path / "w" / "scaling" / "model.width=64,model.heads=2"
-                          / "metrics.jsonl") == stamp
