@@ -21,6 +21,7 @@ import ml_collections as mlc
 import numpy as np
 from flax import serialization
 
+from sora_jax import compile_cache
 from sora_jax import config as config_lib
 from sora_jax.parallel.rules import unbox
 from sora_jax.systems.t2v import T2VSystem
@@ -236,9 +237,10 @@ def vae_of(config, *, abstract: bool = False) -> tuple[VAESystem, Any]:
   if abstract:
     return system, abstract_vae_params(system)
   log.warning("config.vae_workdir is empty: using an UNTRAINED VAE (plumbing only)")
-  # Jitted on a one-frame clip: an eager init compiles hundreds of tiny ops.
-  return system, unbox(jax.jit(system.init)(jax.random.key(int(config.seed) + 7),
-                                            system.example_video(frames=1)))
+  # Jitted on a one-frame clip (an eager init compiles hundreds of tiny ops), as a one-shot
+  # program: the largest compile of a cold runlocal start otherwise.
+  key, video = jax.random.key(int(config.seed) + 7), system.example_video(frames=1)
+  return system, unbox(compile_cache.compile_once(system.init, key, video)(key, video))
 
 
 def t2v_system(config, *, abstract: bool = False,

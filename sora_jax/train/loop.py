@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sora_jax import checkpoint as ckpt_lib
+from sora_jax import compile_cache
 from sora_jax import config as config_lib
 from sora_jax import runs
 from sora_jax.parallel import mesh as mesh_lib
@@ -128,7 +129,9 @@ def build_step(recipe, config, mesh, batch: dict) -> BuiltStep:
   abstract = _abstract_with_shardings(state_lib.unbox(boxed, apply_constraint=False),
                                       state_shardings)
   batch_shardings = jax.tree.map(lambda x: x.sharding, batch)
-  init = jax.jit(lambda r, b: state_lib.unbox(init_fn(r, b)), out_shardings=state_shardings)
+  # A one-shot program (-O0 on CPU), compiled only if called: a resumed run never inits.
+  init = compile_cache.one_shot(lambda r, b: state_lib.unbox(init_fn(r, b)),
+                                out_shardings=state_shardings)
   train_step = steps_lib.make_train_step(recipe, tx, schedule, config.optim.ema_decay)
   step_fn, compiled = steps_lib.compile_train_step(
       train_step, abstract, batch, steps_lib.step_rng(config.seed, 0),
