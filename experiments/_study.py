@@ -146,6 +146,8 @@ def dry_run(study: str, points: list[dict], configs: dict, workdir: str) -> list
     c.train.dry_run = True
     if not c.diffusion.latent_scale:
       c.diffusion.latent_scale = 1.0   # no estimate through the VAE: nothing is trained
+    if c.data.cache_dir:   # the same shapes from a cache of one batch, not thousands of clips
+      c.data.cache_clips = c.data.batch_size
     facts = loop.train(c.lock(), os.path.join(workdir, study + "_dry_run", point_name(p)))
     rows.append({"run": point_name(p), **{k: facts.get(k) for k in (
         "params", "peak_bytes_estimate", "flops", "compile_s")}})
