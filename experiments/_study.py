@@ -52,9 +52,13 @@ def chain(*sweeps: list[dict]) -> list[dict]:
   return [p for s in sweeps for p in s]
 
 
+def _fmt(value) -> str:
+  """A sweep value as a config argument: (1, 2, 2) -> '1x2x2'."""
+  return "x".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
 def point_name(point: dict) -> str:
-  text = ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
-                  for k, v in point.items())
+  text = ",".join(f"{k}={_fmt(v)}" for k, v in point.items())
   return text.replace("/", "-").replace(":", "-") or "base"
 
 
@@ -65,8 +69,7 @@ def machine() -> str:
 
 
 def _split(point: dict) -> tuple[str, dict]:
-  args = ",".join(f"{k}={'x'.join(map(str, v)) if isinstance(v, (tuple, list)) else v}"
-                  for k, v in point.items() if "." not in k)
+  args = ",".join(f"{k}={_fmt(v)}" for k, v in point.items() if "." not in k)
   return args, {k: v for k, v in point.items() if "." in k}
 
 

@@ -32,8 +32,6 @@ import logging
 import os
 import sys
 
-import numpy as np
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -222,18 +220,13 @@ def cmd_keys(argv):
 def cmd_verify(argv):
   if len(argv) < 2:
     raise app.UsageError("usage: sora-jax verify FILE [--trust=CERT]")
-  from sora_jax.io import provenance, video as video_io, watermark
+  from sora_jax.io import outputs, provenance, watermark
   path = argv[1]
   if not os.path.isfile(path):
     raise app.UsageError(f"{path}: no such file")
   report = provenance.verify(path, trust_anchors=_TRUST.value)
   try:
-    if path.lower().endswith((".png", ".jpg", ".jpeg")):
-      from PIL import Image
-      frames = np.asarray(Image.open(path).convert("RGB"))[None]
-    else:
-      frames = video_io.read_video(path)[0]
-    payload, confidence, _ = watermark.extract(frames)
+    payload, confidence, _ = watermark.extract(outputs.read_media(path))
     report["watermark"] = {"payload": f"{payload:#x}", "confidence": round(float(confidence), 4)}
   except Exception as e:  # noqa: BLE001 - an unreadable file still gets its C2PA verdict
     report["watermark"] = {"error": str(e)}

@@ -73,15 +73,13 @@ def _write_media(path: pathlib.Path, frames: np.ndarray, fps: float) -> None:
 VERIFY_PSNRS = (38.0, 36.0, 34.0)
 
 
-def _reads_back(path: pathlib.Path, payload: int) -> bool:
-  from sora_jax.io import video as video_io, watermark
-  if path.suffix.lower() in IMAGE_EXTS:
+def read_media(path: str | pathlib.Path) -> np.ndarray:
+  """The frames (uint8 [T, H, W, 3]) of a written output: an image is one frame."""
+  from sora_jax.io import video as video_io
+  if pathlib.Path(path).suffix.lower() in IMAGE_EXTS:
     from PIL import Image
-    frames = np.asarray(Image.open(path).convert("RGB"))[None]
-  else:
-    frames, _ = video_io.read_video(str(path))
-  got, confidence, _ = watermark.extract(frames)
-  return got == payload and confidence > 0.99
+    return np.asarray(Image.open(path).convert("RGB"))[None]
+  return video_io.read_video(str(path))[0]
 
 
 def _write_marked(path: pathlib.Path, clean: np.ndarray, marked: np.ndarray, fps: float,
@@ -92,16 +90,15 @@ def _write_marked(path: pathlib.Path, clean: np.ndarray, marked: np.ndarray, fps
   _write_media(path, marked, fps)
   if payload is None:
     return None
-  psnr = watermark.DEFAULT_PSNR
-  for lower in VERIFY_PSNRS:
-    if _reads_back(path, payload):
+  for i, psnr in enumerate((watermark.DEFAULT_PSNR, *VERIFY_PSNRS)):
+    if i:
+      _write_media(path, watermark.embed(clean, payload, psnr=psnr), fps)
+    got, confidence, _ = watermark.extract(read_media(path))
+    if got == payload and confidence > 0.99:
       return psnr
-    psnr = lower
-    _write_media(path, watermark.embed(clean, payload, psnr=psnr), fps)
-  if not _reads_back(path, payload):
-    log.warning("%s: the watermark does not read back from the written file even at %.0f dB "
-                "PSNR; the output is written with it, but `sora-jax verify` may not find it",
-                path.name, psnr)
+  log.warning("%s: the watermark does not read back from the written file even at %.0f dB "
+              "PSNR; the output is written with it, but `sora-jax verify` may not find it",
+              path.name, psnr)
   return psnr
 
 
