@@ -25,7 +25,8 @@ FRAME_TASKS = "none:0.5,first:0.2,last:0.1,first_last:0.05,keyframes:0.05,retake
 # Channel multipliers per compression at the patch-4 stem. 4x4x4 keeps every level at 16x16, so
 # it runs at width 64 throughout: one VAE step then costs less than the 4x8x8 VAE's (1.4 vs 1.6
 # CPU-s at batch 4; (1, 2, 2) would cost 3.3).
-_VAE_MULT = {"4x8x8": (1, 2, 2), "4x4x4": (1, 1, 1)}  # stage=vae's defaults, the arguments stage=t2v refuses
+# 1x8x8 (an image VAE applied per frame) and 4x16x16: the VAE-compression study's other points.
+_VAE_MULT = {"4x8x8": (1, 2, 2), "4x4x4": (1, 1, 1), "1x8x8": (1, 2), "4x16x16": (1, 2, 2)}
 
 
 def _vae_mult(comp: str) -> tuple[int, ...]:

@@ -185,8 +185,9 @@ def train_flops(facts: dict, batch: int, step: int) -> float:
   return 3.0 * 2.0 * facts["gmacs"] * 1e9 * batch * step
 
 
-def run_point(study: str, point: dict, config, workdir: str) -> list[dict]:
-  """Trains (or resumes, or skips) one point; one row per evaluation it logged."""
+def run_point(study: str, point: dict, config, workdir: str, extra: dict | None = None
+              ) -> list[dict]:
+  """Trains (or resumes, or skips) one point; one row per evaluation it logged (plus `extra`)."""
   from sora_jax.train import loop
   wd = os.path.join(workdir, study, point_name(point))
   info_path = os.path.join(wd, "study_run.json")
@@ -205,13 +206,14 @@ def run_point(study: str, point: dict, config, workdir: str) -> list[dict]:
     rows.append({"run": point_name(point), **point, **facts, "step": e["step"],
                  "flops": train_flops(facts, int(config.data.batch_size), e["step"]),
                  "wall_s": round(info.get("wall_s", float("nan")), 1),
-                 "machine": info.get("machine", ""),
+                 "machine": info.get("machine", ""), **(extra or {}),
                  **{k: v for k, v in e.items() if k != "step"}})
   return rows
 
 
 def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
-  cols = ["params", "tokens", "step", "flops", "flow_loss", *EVAL_KEYS, "wall_s"]
+  cols = ["params", "tokens", "step", "flops", "vae_psnr", "flow_loss", "text_gain_pct",
+          *EVAL_KEYS, "wall_s"]
   cols = [c for c in cols if any(c in r for r in rows)]
   head = ["run", *axes, *cols]
   lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -228,7 +230,8 @@ def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
       elif c == "params":
         cells.append(f"{v / 1e6:.2f}M")
       elif isinstance(v, float):
-        cells.append(f"{v:.3f}" if c == "flow_loss" else f"{v:g}")
+        cells.append(f"{v:.3f}" if c == "flow_loss" else f"{v:.2f}" if c == "text_gain_pct"
+                     else f"{v:g}")
       else:
         cells.append(str(v))
     lines.append("| " + " | ".join(cells) + " |")
@@ -239,8 +242,9 @@ def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
 
 
 def plot(rows: list[dict], x: str, series: str | None, out_png: str, title: str,
-         keys=("flow_loss", "color", "direction", "shape")) -> None:
+         keys=("flow_loss", "text_gain_pct", "color", "direction", "shape")) -> None:
   """One panel per metric against `x`, one line per value of `series` (chance dashed)."""
+  keys = [k for k in keys if any(k in r for r in rows)]
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -293,8 +297,12 @@ def add_args(ap: argparse.ArgumentParser, *, steps: int, eval_num: int = 16) -> 
 
 def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
               series: str | None,
-              title: str, note: str = "", eval_points: int = 1, configure=None) -> list[dict]:
-  """Trains every point, then writes table.json, table.md and plot.png under a.out."""
+              title: str, note: str = "", eval_points: int = 1, configure=None,
+              prepare=None) -> list[dict]:
+  """Trains every point, then writes table.json, table.md and plot.png under a.out.
+
+  `configure(config, point)` edits a point's config before validation; `prepare(point, config)`
+  runs before the point trains (e.g. trains the VAE it needs) and returns extra row values."""
   import jax
   jax.config.update("jax_threefry_partitionable", True)
   configs = {}
@@ -314,7 +322,8 @@ def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
     return dry_run(study, points, configs, a.workdir)
   rows = []
   for p in points:
-    rows += run_point(study, p, configs[point_name(p)], a.workdir)
+    extra = prepare(p, configs[point_name(p)]) if prepare else None
+    rows += run_point(study, p, configs[point_name(p)], a.workdir, extra)
     print(json.dumps(rows[-1]), flush=True)
   out = a.out or os.path.join("experiments", "results", study + ("_full" if a.full else ""))
   os.makedirs(out, exist_ok=True)

@@ -285,6 +285,13 @@ def check_model(config: mlc.ConfigDict) -> None:
         float(diff.shift)
       except ValueError:
         raise ConfigError(f"config.diffusion.shift={diff.shift!r} must be 'auto' or a number")
+    shift = samp.get("shift", "train")
+    if str(shift) != "train":
+      try:
+        float(shift)
+      except ValueError:
+        raise ConfigError(f"config.sample.shift={shift!r} must be 'train' (the training shift) "
+                          "or a number, e.g. --config.sample.shift=3.0") from None
     for key, allow_none in (("base_shift", False), ("max_shift", True)):
       value = diff.get(key)
       if value is None and allow_none:

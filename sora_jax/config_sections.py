@@ -224,6 +224,8 @@ def sample_section(objective: str = "flow", **overrides) -> mlc.ConfigDict:
       steps=30,                 # denoising steps
       guidance_scale=4.0,       # classifier-free guidance; 1 = off
       timestep_spacing="trailing",  # ddim: trailing (starts at t = 1) | leading
+      shift="train",            # flow: the sampling grid's timestep shift; 'train' = the one the
+                                # model trained with (diffusion.shift), or a number
       prompts=("a red circle bounces to the right", "a blue square falls"),  # periodic samples
   ), overrides)
 

@@ -78,7 +78,9 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
   # and world-evaluator adherence with its chance level.
   evals = [r for r in rows if "eval/flow_loss" in r]
   assert [r["step"] for r in evals] == [3, 4]
-  assert {"eval/flow_loss_t0.5", "eval/color", "eval/color_chance"} <= set(evals[-1])
+  assert {"eval/flow_loss_t0.5", "eval/color", "eval/color_chance",
+          "eval/text_gain_pct"} <= set(evals[-1])
+  assert np.isfinite(evals[-1]["eval/text_gain_pct"])
   assert np.isfinite(evals[-1]["eval/flow_loss"])
   vae_rows = [json.loads(line) for line in open(os.path.join(vae_dir, "metrics.jsonl"))]
   assert any("eval/psnr" in r and "eval/ssim" in r for r in vae_rows)

@@ -78,6 +78,7 @@ def _t2v(**over):
     ({"model.mlp": "relu"}, "model.mlp"),
     ({"diffusion.objective": "x0"}, "diffusion.objective"),
     ({"diffusion.shift": "big"}, "diffusion.shift"),
+    ({"sample.shift": "auto"}, "sample.shift"),
     ({"sample.sampler": "ddim"}, "sample.sampler"),
     ({"sample.timestep_spacing": "linspace"}, "sample.timestep_spacing"),
     ({"diffusion.max_shift": 0.0}, "diffusion.max_shift"),

@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _study  # noqa: E402
-from experiments import dit_paper_table, objective, patch_size, resolution, scaling  # noqa: E402
+from experiments import (captions, dit_paper_table, objective, patch_size, resolution,  # noqa: E402
+                         scaling, vae_compression)
 
 
 def test_sweeps_expand_to_the_expected_configs():
@@ -46,6 +47,23 @@ def test_each_runner_sweeps_its_axis(module, expected):
   if "model.width" in module[0]:   # scaling: the model grows, and so do its FLOPs
     facts = [_study.model_facts(c) for c in cfgs]
     assert facts[1]["params"] > 10 * facts[0]["params"] and facts[1]["gmacs"] > facts[0]["gmacs"]
+
+
+def test_vae_compression_and_caption_runners():
+  pts = _study.sweep("comp", vae_compression.COMPS.split(","))
+  cfgs = [_study.config_for(p, steps=10, eval_num=1) for p in pts]
+  comps = [(c.vae.temporal_compression, c.vae.spatial_compression) for c in cfgs]
+  assert comps == [(1, 8), (4, 8), (4, 16)]
+  assert [_study.model_facts(c)["tokens"] for c in cfgs] == [272, 80, 20]
+  # Each point's VAE is trained with the layout its DiT expects.
+  for p, c in zip(pts, cfgs):
+    v = vae_compression.vae_config(p["comp"], 10, smoke=False).vae
+    assert (v.temporal_compression, v.spatial_compression, tuple(v.channel_mult)) == (
+        c.vae.temporal_compression, c.vae.spatial_compression, tuple(c.vae.channel_mult))
+  cap = [_study.config_for(p, steps=10, eval_num=1)
+         for p in captions.points([48, 384], ["short", "mixed"])]
+  assert [(c.data.text_len, c.text.max_len, c.data.caption) for c in cap] == [
+      (48, 48, "short"), (48, 48, "mixed"), (384, 384, "short"), (384, 384, "mixed")]
 
 
 def test_dit_paper_table_matches_the_paper(tmp_path):

@@ -30,6 +30,47 @@ def cache_path(cache_dir: str, description: dict) -> str:
   return os.path.join(cache_dir, f"latents_{digest}.npz")
 
 
+TEXT_KEYS = ("text_len", "text")   # what shapes a cache's tokens, not its latents
+
+
+def latent_key(description: dict) -> str:
+  """The digest of what shaped the latents alone: caches that differ only in how captions are
+  tokenized share it, so one can be derived from another without the VAE (`retokenize`)."""
+  rest = {k: v for k, v in description.items() if k not in TEXT_KEYS}
+  return hashlib.sha1(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def find_same_latents(cache_dir: str, description: dict) -> str | None:
+  """A cache in `cache_dir` holding the same latents as `description` describes, if any."""
+  key = latent_key(description)
+  if not os.path.isdir(cache_dir):
+    return None
+  for name in sorted(os.listdir(cache_dir)):
+    if not (name.startswith("latents_") and name.endswith(".npz")):
+      continue
+    try:
+      with np.load(os.path.join(cache_dir, name), allow_pickle=False) as f:
+        if "latent_key" in f.files and str(f["latent_key"]) == key:
+          return os.path.join(cache_dir, name)
+    except (OSError, ValueError):   # a damaged cache is rebuilt, never trusted
+      continue
+  return None
+
+
+def retokenize(src: str, path: str, tokenizer, text_len: int) -> str:
+  """Writes `path`: the cache `src` with its stored captions tokenized again at `text_len`
+  (seconds, where encoding the clips again through the VAE takes minutes)."""
+  with np.load(src, allow_pickle=False) as f:
+    arrays = {k: f[k] for k in f.files}
+  for k in [k for k in arrays if k == "caption" or k.startswith("caption_")]:
+    suffix = k[len("caption"):]
+    ids, mask = tokenizer.encode([str(c) for c in arrays[k]], text_len)
+    arrays["tokens" + suffix], arrays["text_mask" + suffix] = ids, mask
+  _save(path, arrays)
+  log.info("latent cache %s: captions of %s tokenized again at text_len=%d", path, src, text_len)
+  return path
+
+
 def params_digest(params) -> str:
   """Hash of a parameter tree's values: a VAE trained further in the same workdir (same path,
   same config) encodes differently, so its cache must not be reused."""
@@ -41,7 +82,8 @@ def params_digest(params) -> str:
 
 
 def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray], np.ndarray],
-          path: str, *, seed: int = 0, encode_batch: int = 8, tokenizer=None) -> str:
+          path: str, *, seed: int = 0, encode_batch: int = 8, tokenizer=None,
+          key: str = "") -> str:
   """Encodes `num_clips` clips of `split` with `encode_fn` (video [B,T,H,W,3] -> latents)."""
   cfg = data_cfg.copy_and_resolve_references()
   with cfg.unlocked():
@@ -61,6 +103,8 @@ def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray]
       bar.update(n)
   arrays = {k: np.concatenate(v) for k, v in parts.items()}
   arrays["caption"] = arrays["caption"].astype(str)
+  if key:
+    arrays["latent_key"] = np.asarray(key)
   _save(path, arrays)
   log.info("cached %d latents %s at %s", num_clips, arrays["latents"].shape[1:], path)
   return path

@@ -120,6 +120,16 @@ class Objective:
                                  logit_mean=self.logit_mean, logit_std=self.logit_std, t=t,
                                  positions=positions, loss_mask=loss_mask)
 
+  def sample_shift(self, sample_cfg, num_tokens=None):
+    """The sampling grid's shift: sample.shift ('train' = the training shift, or a number).
+
+    A separate knob because where the grid spends its steps is a sampling choice (diffusers'
+    schedulers take `shift` at inference too): the model was trained on every t either way."""
+    value = _get(sample_cfg, "shift", "train")
+    if value in (None, "", "train"):
+      return self.shift_for(num_tokens)
+    return parse_shift(value, "sample.shift")
+
   def sample_kwargs(self, sample_cfg=None, num_tokens=None) -> dict[str, Any]:
     """Keyword arguments for `samplers.sample` / `samplers.sample_in_chunks`."""
     sampler = _get(sample_cfg, "sampler", None) or _DEFAULT_SAMPLER[self.kind]
@@ -127,7 +137,7 @@ class Objective:
     return dict(objective=self.kind, sampler=sampler,
                 num_steps=int(_get(sample_cfg, "steps", 30)),
                 guidance_scale=_get(sample_cfg, "guidance_scale", 1.0),
-                shift=self.shift_for(num_tokens) if self.kind == "flow" else 1.0,
+                shift=self.sample_shift(sample_cfg, num_tokens) if self.kind == "flow" else 1.0,
                 num_train_timesteps=self.num_train_timesteps,
                 beta_schedule=self.beta_schedule,
                 timestep_spacing=_get(sample_cfg, "timestep_spacing", "trailing"))

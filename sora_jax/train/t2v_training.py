@@ -17,6 +17,7 @@ import numpy as np
 from sora_jax.data import packing, pipeline
 from sora_jax.eval import worlds as world_eval
 from sora_jax.models import patching
+from sora_jax.models import text_encoder as text_lib
 from sora_jax.parallel import process_sync
 from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.t2v import T2VSystem
@@ -43,6 +44,25 @@ class T2VTraining:
                                     process_count=process_count, tokenizer=self.system.tokenizer)
     from sora_jax.data import latent_cache
     sys = self.system
+    description = self.cache_description()
+    if d.pack_tokens:
+      return self._packed_iterator(description, seed, process_index, process_count)
+    path = latent_cache.cache_path(d.cache_dir, description)
+    same = None if os.path.exists(path) else latent_cache.find_same_latents(d.cache_dir,
+                                                                              description)
+    if same:   # only the text settings differ: no clip goes through the VAE again
+      latent_cache.retokenize(same, path, sys.tokenizer, int(d.text_len))
+    elif not os.path.exists(path):
+      latent_cache.build(d, d.split, int(d.cache_clips), self._encode_host, path, seed=seed,
+                         tokenizer=sys.tokenizer, key=latent_cache.latent_key(description))
+    return iter(latent_cache.make_dataset(path, d.batch_size, seed=seed,
+                                          process_index=process_index,
+                                          process_count=process_count))
+
+  def cache_description(self) -> dict:
+    """Everything that shapes the latent cache's contents (its file name is their digest)."""
+    from sora_jax.data import latent_cache
+    d, sys = self.config.data, self.system
     description = {"vae": os.path.abspath(self.config.vae_workdir or "untrained"),
                    "vae_params": latent_cache.params_digest(sys.vae_params),
                    "latent_scale": sys.scale,
@@ -52,15 +72,7 @@ class T2VTraining:
                                         "fps", "caption", "text_len")}}
     if d.world != "full":  # only then: caches built before worlds existed keep their names
       description["world"] = d.world
-    if d.pack_tokens:
-      return self._packed_iterator(description, seed, process_index, process_count)
-    path = latent_cache.cache_path(d.cache_dir, description)
-    if not os.path.exists(path):
-      latent_cache.build(d, d.split, int(d.cache_clips), self._encode_host, path, seed=seed,
-                         tokenizer=sys.tokenizer)
-    return iter(latent_cache.make_dataset(path, d.batch_size, seed=seed,
-                                          process_index=process_index,
-                                          process_count=process_count))
+    return description
 
   def packing_layout(self) -> tuple[int, int]:
     """(token budget, caption slots) of a packed row: as many slots as the smallest size of the
@@ -130,9 +142,11 @@ class T2VTraining:
   def _held_out_loss(self):
     def fn(params, batch, rng):
       b = batch["latents"].shape[0]
-      losses = [self.system.loss(params, batch, rng, t=jnp.full((b,), t, jnp.float32))[0]
-                for t in EVAL_T_GRID]
-      return jnp.stack(losses)
+      null = dict(zip(("tokens", "text_mask"), text_lib.null_text(b, batch["tokens"].shape[1])))
+      # Row 0: the true captions; row 1: the null caption, same noise (how much the text helps).
+      return jnp.stack([jnp.stack([self.system.loss(params, {**batch, **cap}, rng,
+                                                    t=jnp.full((b,), t, jnp.float32))[0]
+                                   for t in EVAL_T_GRID]) for cap in ({}, null)])
     return SyncedJit(fn, "held_out_loss")
 
   def _videos(self, params, prompts: list[str], rng) -> np.ndarray:
@@ -158,8 +172,11 @@ class T2VTraining:
     batch = {"latents": self._encode(video), "tokens": jnp.asarray(tokens),
              "text_mask": jnp.asarray(mask)}
     losses = np.asarray(process_sync.fetch(self._held_out_loss(params, batch, jax.random.key(0))))
-    out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(EVAL_T_GRID, losses)}
-    out["flow_loss"] = float(losses.mean())
+    out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(EVAL_T_GRID, losses[0])}
+    out["flow_loss"] = float(losses[0].mean())
+    # The loss the captions remove, in % of the unconditional loss: near 0 means the model
+    # ignores its text, whatever its samples look like (a faster signal than adherence).
+    out["text_gain_pct"] = float(100.0 * (losses[1] - losses[0]).mean() / losses[1].mean())
     videos = {}
     if self.config.data.name == "shapes_world":  # adherence needs the world's ground truth
       frames = self._videos(params, captions, jax.random.key(1))

@@ -59,3 +59,31 @@ def test_iterator_is_deterministic_restorable_and_sharded(cache):
   shards = [next(iter(latent_cache.make_dataset(path, 4, seed=3, process_index=i,
                                                 process_count=2)))["latents"] for i in (0, 1)]
   assert shards[0].shape[0] == 2 and not np.array_equal(shards[0], shards[1])
+
+
+def test_a_new_text_length_reuses_the_latents(tmp_path):
+  """Caches that differ only in how captions are tokenized share their latents: the second is
+  derived from the first without encoding a clip, with its captions cut at the new length."""
+  from sora_jax.data.tokenizer import ByteTokenizer
+  cfg = vae_config.get_config("runlocal,res=16,frames=5").data
+  short = {"clips": "x", "text_len": 8, "text": ["bundled", ""]}
+  long = {**short, "text_len": 64}
+  other = {**short, "clips": "y"}
+  assert latent_cache.latent_key(short) == latent_cache.latent_key(long)
+  assert latent_cache.latent_key(short) != latent_cache.latent_key(other)
+  d = str(tmp_path)
+  src = latent_cache.cache_path(d, short)
+  with cfg.unlocked():
+    cfg.text_len = 8
+  latent_cache.build(cfg, "train", 4, fake_encode, src, encode_batch=4,
+                     key=latent_cache.latent_key(short))
+  assert latent_cache.find_same_latents(d, long) == src
+  assert latent_cache.find_same_latents(d, other) is None
+  dst = latent_cache.retokenize(src, latent_cache.cache_path(d, long), ByteTokenizer(), 64)
+  a, b = latent_cache.LatentSource(src), latent_cache.LatentSource(dst)
+  np.testing.assert_array_equal(a.arrays["latents"], b.arrays["latents"])
+  assert a.arrays["tokens"].shape == (4, 8) and b.arrays["tokens"].shape == (4, 64)
+  caption = str(b[0]["caption"])
+  assert len(caption) > 6   # the short cache cut it; the new one holds it whole
+  assert ByteTokenizer().decode(b[0]["tokens"])[0] == caption
+  assert ByteTokenizer().decode(a[0]["tokens"])[0] == caption[:6]

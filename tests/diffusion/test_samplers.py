@@ -193,6 +193,10 @@ def test_objective_dispatcher(noise):
       obj.sample(toy_model, noise, cond, None, sc, num_tokens=1024),
       samplers.sample(toy_model, noise, cond=cond, sampler="heun", num_steps=5, shift=2.0),
       rtol=1e-6)
+  # sample.shift moves only the sampling grid: 'train' keeps the training shift.
+  assert obj.sample_kwargs(sc, num_tokens=1024)["shift"] == pytest.approx(2.0)
+  sc3 = ml_collections.ConfigDict(dict(sampler="heun", steps=5, guidance_scale=1.0, shift="3"))
+  assert obj.sample_kwargs(sc3, num_tokens=1024)["shift"] == 3.0
   v = objective.make_objective({"objective": "v", "shift": "3"})
   assert v.sample_kwargs(None)["sampler"] == "ddim" and v.shift == 3.0
   with pytest.raises(ValueError, match="diffusion.shift"):
