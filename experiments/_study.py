@@ -298,11 +298,12 @@ def add_args(ap: argparse.ArgumentParser, *, steps: int, eval_num: int = 16) -> 
 def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
               series: str | None,
               title: str, note: str = "", eval_points: int = 1, configure=None,
-              prepare=None) -> list[dict]:
+              prepare=None, after=None) -> list[dict]:
   """Trains every point, then writes table.json, table.md and plot.png under a.out.
 
   `configure(config, point)` edits a point's config before validation; `prepare(point, config)`
-  runs before the point trains (e.g. trains the VAE it needs) and returns extra row values."""
+  runs before the point trains (e.g. trains the VAE it needs) and `after(point, config,
+  workdir)` once it has (e.g. evaluates it at another size); both return extra row values."""
   import jax
   jax.config.update("jax_threefry_partitionable", True)
   configs = {}
@@ -322,8 +323,12 @@ def run_study(study: str, points: list[dict], a: argparse.Namespace, *, x: str,
     return dry_run(study, points, configs, a.workdir)
   rows = []
   for p in points:
-    extra = prepare(p, configs[point_name(p)]) if prepare else None
-    rows += run_point(study, p, configs[point_name(p)], a.workdir, extra)
+    extra = prepare(p, configs[point_name(p)]) if prepare else {}
+    new = run_point(study, p, configs[point_name(p)], a.workdir, extra)
+    if after:
+      more = after(p, configs[point_name(p)], os.path.join(a.workdir, study, point_name(p)))
+      new = [{**r, **more} for r in new]
+    rows += new
     print(json.dumps(rows[-1]), flush=True)
   out = a.out or os.path.join("experiments", "results", study + ("_full" if a.full else ""))
   os.makedirs(out, exist_ok=True)

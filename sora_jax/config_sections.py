@@ -177,11 +177,13 @@ def model_section(**overrides) -> mlc.ConfigDict:
   ), overrides)
 
 
-@_section(encoder=("bundled", "t5"))
+@_section(encoder=("bundled", "t5"), tokenizer=("byte", "words"))
 def text_section(**overrides) -> mlc.ConfigDict:
   """config.text: the caption encoder (models/text_encoder.py, models/t5.py)."""
   return _build("text", dict(
       encoder="bundled",        # bundled (trained jointly) | t5 (frozen, from local files)
+      tokenizer="byte",         # bundled encoder: byte (UTF-8 bytes) | words (hashed words)
+      word_buckets=8192,        # tokenizer='words': ids words hash into
       t5_path="",               # encoder='t5': directory with config.json + model.safetensors
       width=128,                # bundled encoder width
       depth=2,                  # bundled encoder layers

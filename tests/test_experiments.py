@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _study  # noqa: E402
-from experiments import (captions, dit_paper_table, objective, patch_size, resolution,  # noqa: E402
-                         scaling, vae_compression)
+from experiments import (aspect_ratio, captions, dit_paper_table, objective,  # noqa: E402
+                         patch_size, resolution, scaling, vae_compression)
 
 
 def test_sweeps_expand_to_the_expected_configs():
@@ -61,9 +61,17 @@ def test_vae_compression_and_caption_runners():
     assert (v.temporal_compression, v.spatial_compression, tuple(v.channel_mult)) == (
         c.vae.temporal_compression, c.vae.spatial_compression, tuple(c.vae.channel_mult))
   cap = [_study.config_for(p, steps=10, eval_num=1)
-         for p in captions.points([48, 384], ["short", "mixed"])]
-  assert [(c.data.text_len, c.text.max_len, c.data.caption) for c in cap] == [
-      (48, 48, "short"), (48, 48, "mixed"), (384, 384, "short"), (384, 384, "mixed")]
+         for p in captions.points(["byte:48", "words:96"], ["short", "mixed"])]
+  assert [(c.text.tokenizer, c.data.text_len, c.text.max_len, c.data.caption) for c in cap] == [
+      ("byte", 48, 48, "short"), ("byte", 48, 48, "mixed"), ("words", 96, 96, "short"),
+      ("words", 96, 96, "mixed")]
+  with pytest.raises(ValueError, match="TOKENIZER:LENGTH"):
+    captions.points(["bpe:10"], ["mixed"])
+  # Aspect ratio: both runs read the same 16:9 renders, one whole and one centre-cropped.
+  ar = [_study.config_for(p, steps=10, eval_num=1) for p in aspect_ratio.points((64, 112))]
+  assert [(c.data.builder_config, c.data.height, c.data.width) for c in ar] == [
+      ("17x64x112", 64, 112), ("17x64x112", 64, 64)]
+  assert [_study.model_facts(c)["tokens"] for c in ar] == [140, 80]
 
 
 def test_dit_paper_table_matches_the_paper(tmp_path):

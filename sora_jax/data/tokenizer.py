@@ -1,4 +1,5 @@
-"""Text -> token ids: a bundled byte-level tokenizer, or T5's SentencePiece model from local files.
+"""Text -> token ids: the bundled encoder's byte-level or hashed-word tokenizer, or T5's
+SentencePiece model from local files.
 
 Byte ids: 0 = pad, 1 = bos, 2 = eos, and UTF-8 byte `b` is id `b + 3`, so `vocab_size` is 259.
 Every encoded caption is `[bos, bytes..., eos, pad...]`; when a caption is too long its bytes are
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -186,8 +188,69 @@ def load_t5_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer:
   return tok
 
 
-Tokenizer = ByteTokenizer | SentencePieceTokenizer
-_KINDS = {"byte": "byte", "bundled": "byte", "sentencepiece": "t5", "t5": "t5"}
+class WordTokenizer:
+  """Lower-cased words and punctuation marks, each hashed (CRC-32) into one of `buckets` ids past
+  the three special ids: `[bos, words..., eos, pad...]` like the byte tokenizer.
+
+  For the bundled encoder trained from scratch: a word is one id with its own embedding from the
+  first step, where bytes make the encoder learn to spell "red" before it can use it. Any text
+  tokenizes (no vocabulary file; unseen words hash like seen ones); distinct words rarely share
+  an id (the world's ~100 words in 8192 buckets: none do). Hashing is one-way, so `decode`
+  gives back the words this tokenizer has encoded in this process, and `<id>` for others."""
+
+  pad_id = 0
+  bos_id = 1
+  eos_id = 2
+  offset = 3
+  _WORD = re.compile(r"\w+|[^\w\s]")
+
+  def __init__(self, buckets: int = 8192):
+    if buckets < 1:
+      raise ValueError(f"config.text.word_buckets={buckets} must be >= 1")
+    self.buckets = int(buckets)
+    self.vocab_size = self.buckets + self.offset
+    self._seen: dict[int, str] = {}
+
+  def words(self, text: str | bytes) -> list[str]:
+    return self._WORD.findall(as_text(text).lower())
+
+  def word_id(self, word: str) -> int:
+    i = zlib.crc32(utf8_bytes(word)) % self.buckets + self.offset
+    self._seen.setdefault(i, word)
+    return i
+
+  def encode(self, texts: Sequence[str] | str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Returns `(ids int32 [N, max_len], mask bool [N, max_len])`; words past max_len - 2 are
+    cut so that bos and eos still fit."""
+    if max_len < 2:
+      raise ValueError(f"max_len (data.text_len) must be >= 2 to hold bos and eos, got {max_len}")
+    texts = _batch(texts)
+    ids = np.zeros((len(texts), max_len), np.int32)
+    for i, text in enumerate(texts):
+      body = [self.word_id(w) for w in self.words(text)[: max_len - 2]]
+      ids[i, 0] = self.bos_id
+      ids[i, 1:len(body) + 1] = body
+      ids[i, len(body) + 1] = self.eos_id
+    return ids, ids != self.pad_id
+
+  def num_tokens(self, text: str | bytes) -> int:
+    return len(self.words(text)) + 2
+
+  def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+      ids = ids[None]
+    out = []
+    for row in ids:
+      row = row.tolist()
+      if self.eos_id in row:
+        row = row[: row.index(self.eos_id)]
+      out.append(" ".join(self._seen.get(i, f"<{i}>") for i in row if i >= self.offset))
+    return out
+
+
+Tokenizer = ByteTokenizer | WordTokenizer | SentencePieceTokenizer
+_KINDS = {"byte": "byte", "bundled": "byte", "words": "words", "sentencepiece": "t5", "t5": "t5"}
 
 
 def get_tokenizer(kind: str = "byte", path: str | os.PathLike | None = None) -> Tokenizer:
@@ -196,6 +259,8 @@ def get_tokenizer(kind: str = "byte", path: str | os.PathLike | None = None) -> 
     raise ValueError(f"unknown tokenizer {kind!r}; known: {', '.join(sorted(_KINDS))}")
   if _KINDS[kind] == "byte":
     return ByteTokenizer()
+  if _KINDS[kind] == "words":
+    return WordTokenizer()
   if not path:
     raise ValueError(f"tokenizer {kind!r} needs the T5 directory (config.text.t5_path) holding "
                      f"{' or '.join(T5_TOKENIZER_FILES)}")
@@ -209,6 +274,11 @@ def tokenizer_for_text_config(text_cfg) -> Tokenizer:
     text_cfg = text_cfg["text"]
   encoder = text_cfg.get("encoder", "bundled")
   if encoder == "bundled":
+    kind = text_cfg.get("tokenizer", "byte")
+    if kind == "words":
+      return WordTokenizer(int(text_cfg.get("word_buckets", 8192)))
+    if kind != "byte":
+      raise ValueError(f"config.text.tokenizer={kind!r} is not 'byte' or 'words'")
     return ByteTokenizer()
   if encoder == "t5":
     path = text_cfg.get("t5_path")

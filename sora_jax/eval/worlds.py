@@ -338,6 +338,7 @@ def score_video(frames: np.ndarray, spec: str | Scene | dict, fps: float = 8.0
   aspect = frames.shape[2] / frames.shape[1]
   if desc["color"] is None:
     scores = dict.fromkeys(KEYS, 0.0)
+    scores["framing"] = 0.0
   else:
     det = detect(frames, desc["color"])
     T = len(frames)
@@ -345,6 +346,9 @@ def score_video(frames: np.ndarray, spec: str | Scene | dict, fps: float = 8.0
     usable = [t for t in np.nonzero(det["visible"])[0]
               if min(det["bbox"][t][0], det["bbox"][t][1], 1 - det["bbox"][t][2],
                      1 - det["bbox"][t][3]) > 0]
+    # Framing (Sora's composition claim; not part of 'overall'): the share of the frames that
+    # show the object in which all of it is in frame, its box touching no edge.
+    scores["framing"] = float(len(usable) / max(1, det["visible"].sum()))
     if usable:
       big = np.max(det["area"][usable])
       usable = [t for t in usable if det["area"][t] >= 0.5 * big] if desc["motion"] not in (

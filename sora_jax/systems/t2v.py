@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sora_jax.data.tokenizer import ByteTokenizer
+from sora_jax.data.tokenizer import tokenizer_for_text_config
 from sora_jax.diffusion import conditioning, flow, samplers
 from sora_jax.diffusion.objective import make_objective
 from sora_jax.models import dit as dit_lib
@@ -51,12 +51,13 @@ class T2VSystem:
       self.text_encoder, self.text_params = text_encoder, text_params
       text_width = text_encoder.config.d_model
     else:
+      tokenizer = tokenizer or tokenizer_for_text_config(t)
       self.text_encoder = text_lib.TextEncoder(
-          vocab_size=ByteTokenizer().vocab_size, width=t.width, depth=t.depth, heads=t.heads,
+          vocab_size=tokenizer.vocab_size, width=t.width, depth=t.depth, heads=t.heads,
           max_len=t.max_len)
       self.text_params = None
       text_width = t.width
-    self.tokenizer = tokenizer or ByteTokenizer()
+    self.tokenizer = tokenizer
     self.dit = dit_lib.dit_from_config(config.model, in_channels=self.latent_shape[-1],
                                        text_width=text_width)
     self.objective = make_objective(config.diffusion)

@@ -67,11 +67,15 @@ class T2VTraining:
                    "vae_params": latent_cache.params_digest(sys.vae_params),
                    "latent_scale": sys.scale,
                    "vae_cfg": self.config.vae.to_dict(), "split": d.split, "n": d.cache_clips,
-                   "text": [self.config.text.encoder, self.config.text.t5_path],
+                   "text": [self.config.text.encoder, self.config.text.t5_path] + (
+                       [] if self.config.text.get("tokenizer", "byte") == "byte" else
+                       [self.config.text.tokenizer, self.config.text.word_buckets]),
                    **{k: d[k] for k in ("name", "source", "folder", "frames", "height", "width",
                                         "fps", "caption", "text_len")}}
     if d.world != "full":  # only then: caches built before worlds existed keep their names
       description["world"] = d.world
+    if d.builder_config:   # rendered at another size, then cropped: other clips, same shape
+      description["builder_config"] = d.builder_config
     return description
 
   def packing_layout(self) -> tuple[int, int]:

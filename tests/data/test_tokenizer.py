@@ -120,3 +120,23 @@ def test_tokenizer_for_text_config(t5_dir, tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"vocab_size": 8}))
   with pytest.raises(ValueError, match="vocab_size=8"):
     tokenizer.get_tokenizer("t5", tmp_path)
+
+
+def test_word_tokenizer_gives_each_word_one_id():
+  from sora_jax.data.tokenizer import WordTokenizer, tokenizer_for_text_config
+  tok = WordTokenizer()
+  ids, mask = tok.encode(["A red circle, red!", "a RED square"], 8)
+  red = tok.word_id("red")
+  assert ids[0].tolist() == [1, tok.word_id("a"), red, tok.word_id("circle"), tok.word_id(","),
+                             red, tok.word_id("!"), 2]
+  assert ids[1, 2] == red and mask[1].tolist() == [True] * 5 + [False] * 3
+  assert len({tok.word_id(w) for w in ("red", "blue", "circle", "square", "left")}) == 5
+  assert tok.num_tokens("a red circle bounces") == 6
+  cut, _ = tok.encode("one two three four five", 4)   # words cut so that bos and eos fit
+  assert tok.decode(cut) == ["one two"] and cut[0, -1] == 2
+  assert WordTokenizer().word_id("red") == red   # CRC-32: the same id in every process
+  words = tokenizer_for_text_config({"encoder": "bundled", "tokenizer": "words",
+                                     "word_buckets": 100})
+  assert isinstance(words, WordTokenizer) and words.vocab_size == 103
+  with pytest.raises(ValueError, match="text.tokenizer"):
+    tokenizer_for_text_config({"encoder": "bundled", "tokenizer": "bpe"})

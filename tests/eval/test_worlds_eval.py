@@ -29,7 +29,7 @@ def test_ground_truth_scores_high(clips):
     assert m["shape"] >= 0.7 and m["overall"] >= 0.85, (key, m)
   with_scene = ev.score_videos([c["video"] for c in clips], clips)
   assert with_scene["permanence"] >= 0.95 and with_scene["direction"] >= 0.9, with_scene
-  assert set(with_scene) == set(ev.KEYS) | {"overall"}
+  assert set(with_scene) == set(ev.KEYS) | {"overall", "framing"}
   assert all(0 <= v <= 1 for v in with_scene.values())
 
 
@@ -180,3 +180,11 @@ def test_drift_report_sees_an_object_vanish():
   bad = t2v_eval.drift_report(gone, caption, fps=8, window_s=2.0, seams=[16])
   assert bad["ratio_to_first"]["color"][1] < 0.5
   assert bad["seam_change"] > bad["inside_change"]
+
+
+def test_framing_counts_frames_with_the_object_cut_by_an_edge():
+  frames = np.full((4, 40, 60, 3), 35, np.uint8)
+  for t, x0 in enumerate((20, 30, 52, 0)):   # inside, inside, cut at the right, cut at the left
+    frames[t, 10:20, x0:x0 + 8] = w.COLORS["red"]
+  assert ev.score_video(frames, "a red square moves right")["framing"] == 0.5
+  assert "framing" in ev.score_video(frames, "a sunset over the sea")
