@@ -251,7 +251,8 @@ def plot(rows: list[dict], x: str, series: str | None, out_png: str, title: str,
   groups: dict = {}
   for r in rows:  # series=None: every row on one line
     groups.setdefault(str(r.get(series, r["run"])) if series else "runs", []).append(r)
-  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+  fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+  axes = axes[0]
   for ax, key in zip(axes, keys):
     for name, rs in groups.items():
       rs = sorted(rs, key=lambda r: r[x] if isinstance(r[x], (int, float)) else str(r[x]))

@@ -81,3 +81,30 @@ def test_dit_paper_table_matches_the_paper(tmp_path):
   xl2 = next(r for r in rows if r["model"] == "DiT-XL/2")
   assert xl2["params_ref"] == 675_129_632 and abs(xl2["gmacs"] - 118.64) < 0.05
   assert all(abs(r["gmacs_diff_pct"]) < 1 and abs(r["params_diff_pct"]) < 1 for r in rows)
+
+
+def test_study_hooks_add_their_values_to_every_row(tmp_path, monkeypatch):
+  """prepare (before a point trains) and after (once it has) add columns to the point's rows."""
+  import argparse
+  calls = []
+
+  def fake_run_point(study, point, config, workdir, extra):
+    calls.append(("train", point["model.depth"]))
+    return [{"run": _study.point_name(point), **point, **extra, "step": s, "flow_loss": 1.0 / s}
+            for s in (5, 10)]
+
+  monkeypatch.setattr(_study, "run_point", fake_run_point)
+  a = argparse.Namespace(steps=10, eval_num=1, base="", vae_workdir="", smoke=False, full=False,
+                         set=[], cache_clips=8, workdir=str(tmp_path / "w"), list=False,
+                         dry_run=False, out=str(tmp_path / "out"))
+  rows = _study.run_study(
+      "hooks", _study.sweep("model.depth", [2, 3]), a, x="step", series="model.depth",
+      title="t", prepare=lambda p, c: calls.append(("prepare", p["model.depth"])) or {
+          "vae_psnr": 20.0 + p["model.depth"]},
+      after=lambda p, c, wd: calls.append(("after", p["model.depth"])) or {
+          "wide_framing": wd.endswith(_study.point_name(p))})
+  assert calls == [("prepare", 2), ("train", 2), ("after", 2),
+                   ("prepare", 3), ("train", 3), ("after", 3)]
+  assert [(r["vae_psnr"], r["wide_framing"]) for r in rows] == [(22.0, True)] * 2 + [
+      (23.0, True)] * 2
+  assert "vae_psnr" in open(tmp_path / "out" / "table.md").read()
