@@ -230,8 +230,8 @@ def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
       elif c == "params":
         cells.append(f"{v / 1e6:.2f}M")
       elif isinstance(v, float):
-        cells.append(f"{v:.3f}" if c == "flow_loss" else f"{v:.2f}" if c == "text_gain_pct"
-                     else f"{v:g}")
+        cells.append(f"{v:.3f}" if c == "flow_loss" else f"{v:.2f}" if c in (
+            "text_gain_pct", "vae_psnr") else f"{v:g}")
       else:
         cells.append(str(v))
     lines.append("| " + " | ".join(cells) + " |")
@@ -242,7 +242,7 @@ def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
 
 
 def plot(rows: list[dict], x: str, series: str | None, out_png: str, title: str,
-         keys=("flow_loss", "text_gain_pct", "color", "direction", "shape")) -> None:
+         keys=("vae_psnr", "flow_loss", "text_gain_pct", "color", "direction", "shape")) -> None:
   """One panel per metric against `x`, one line per value of `series` (chance dashed)."""
   keys = [k for k in keys if any(k in r for r in rows)]
   import matplotlib

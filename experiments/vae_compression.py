@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     return {"vae_psnr": vae_psnr(wd, a.vae_steps), "vae_steps": a.vae_steps}
 
   points = _study.sweep("comp", a.comps.split(","))
-  _study.run_study("vae_compression", points, a, x="comp", series=None, configure=configure,
+  _study.run_study("vae_compression", points, a, x="tokens", series=None, configure=configure,
                    prepare=prepare, title="VAE compression: reconstruction vs tokens vs the DiT",
                    note=f"Each VAE: the demo VAE recipe for {a.vae_steps} steps; vae_psnr is its "
                         "held-out PSNR (dB) on 9-frame 64x64 clips.")
