@@ -51,7 +51,7 @@ def data_framing(config, wide: tuple[int, int], num: int) -> float:
     video = np.clip(np.round((batch["video"][0] + 1.0) * 127.5), 0, 255).astype(np.uint8)
     scores.append(world_eval.score_video(video, str(batch["caption"][0]),
                                          float(cfg.fps))["framing"])
-  return float(np.mean(scores))
+  return float(np.nanmean(scores))
 
 
 def main(argv=None) -> int:

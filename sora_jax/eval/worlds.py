@@ -338,7 +338,7 @@ def score_video(frames: np.ndarray, spec: str | Scene | dict, fps: float = 8.0
   aspect = frames.shape[2] / frames.shape[1]
   if desc["color"] is None:
     scores = dict.fromkeys(KEYS, 0.0)
-    scores["framing"] = 0.0
+    scores["framing"] = float("nan")
   else:
     det = detect(frames, desc["color"])
     T = len(frames)
@@ -348,7 +348,10 @@ def score_video(frames: np.ndarray, spec: str | Scene | dict, fps: float = 8.0
                      1 - det["bbox"][t][3]) > 0]
     # Framing (Sora's composition claim; not part of 'overall'): the share of the frames that
     # show the object in which all of it is in frame, its box touching no edge.
-    scores["framing"] = float(len(usable) / max(1, det["visible"].sum()))
+    # NaN without any such frame: a video with no object says nothing about framing (and
+    # score_videos averages framing over the videos that show one).
+    scores["framing"] = (float(len(usable) / det["visible"].sum()) if det["visible"].any()
+                         else float("nan"))
     if usable:
       big = np.max(det["area"][usable])
       usable = [t for t in usable if det["area"][t] >= 0.5 * big] if desc["motion"] not in (
@@ -369,4 +372,7 @@ def score_videos(videos: Iterable[np.ndarray], specs: Iterable[Any], fps: float 
   rows = [score_video(v, s, fps) for v, s in zip(videos, specs, strict=True)]
   if not rows:
     raise ValueError("score_videos got no videos")
-  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "framing"}
+  framed = [r["framing"] for r in rows if not np.isnan(r["framing"])]
+  out["framing"] = float(np.mean(framed)) if framed else 0.0   # over videos showing the object
+  return out

@@ -187,4 +187,7 @@ def test_framing_counts_frames_with_the_object_cut_by_an_edge():
   for t, x0 in enumerate((20, 30, 52, 0)):   # inside, inside, cut at the right, cut at the left
     frames[t, 10:20, x0:x0 + 8] = w.COLORS["red"]
   assert ev.score_video(frames, "a red square moves right")["framing"] == 0.5
-  assert "framing" in ev.score_video(frames, "a sunset over the sea")
+  assert np.isnan(ev.score_video(frames, "a sunset over the sea")["framing"])
+  assert np.isnan(ev.score_video(frames, "a blue square moves right")["framing"])  # none shown
+  # Averaged over the videos that show the object: an empty video does not count as badly framed.
+  assert ev.score_videos([frames, frames], ["a red square", "a blue square"])["framing"] == 0.5
