@@ -51,6 +51,13 @@ def as_text(text: str | bytes) -> str:
   return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
+def _rows_before_eos(ids, eos_id: int) -> list[list[int]]:
+  """Token rows ([L] or [N, L]) as lists, each cut at its first eos."""
+  ids = np.asarray(ids)
+  rows = (ids[None] if ids.ndim == 1 else ids).tolist()
+  return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
+
+
 def _batch(texts) -> list:
   return [texts] if isinstance(texts, (str, bytes, bytearray)) else list(texts)
 
@@ -84,14 +91,8 @@ class ByteTokenizer:
 
   def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
     """Inverse of `encode`: drops specials, stops at eos; a cut multi-byte char is dropped."""
-    ids = np.asarray(ids)
-    if ids.ndim == 1:
-      ids = ids[None]
     out = []
-    for row in ids:
-      row = row.tolist()
-      if self.eos_id in row:
-        row = row[: row.index(self.eos_id)]
+    for row in _rows_before_eos(ids, self.eos_id):
       data = bytes(i - self.offset for i in row if self.offset <= i < self.vocab_size)
       out.append(data.decode("utf-8", errors="ignore"))
     return out
@@ -237,14 +238,8 @@ class WordTokenizer:
     return len(self.words(text)) + 2
 
   def decode(self, ids: np.ndarray | Sequence[Sequence[int]]) -> list[str]:
-    ids = np.asarray(ids)
-    if ids.ndim == 1:
-      ids = ids[None]
     out = []
-    for row in ids:
-      row = row.tolist()
-      if self.eos_id in row:
-        row = row[: row.index(self.eos_id)]
+    for row in _rows_before_eos(ids, self.eos_id):
       out.append(" ".join(self._seen.get(i, f"<{i}>") for i in row if i >= self.offset))
     return out
 
