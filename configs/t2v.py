@@ -5,7 +5,7 @@
 
 Arguments (the ablation axes): variant (Mu, Ti, S, B, L, XL), patch (pt x ph x pw over the latent
 grid), res (H or HxW), frames (1 + tc*k), objective (flow | eps | v), text (bundled | t5),
-world (simple | standard | full: how much the procedural scenes hold), steps, batch, lr, runlocal (tiny, for CPU tests). Every key and its default:
+world (simple | large | standard | full: how much the procedural scenes hold), steps, batch, lr, runlocal (tiny, for CPU tests). Every key and its default:
 sora_jax/config_sections.py.
 """
 import ml_collections as mlc

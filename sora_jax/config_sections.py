@@ -67,7 +67,7 @@ TASK_RULES = {"vae": "vae", "t2v": "dit", "class_image": "dit"}
 
 # ----------------------------------------------------------------------------------- sections
 @_section(name=("shapes_world", "video_folder"), source=("procedural", "tfds"),
-          caption=("short", "detailed", "mixed"), world=("simple", "standard", "full"))
+          caption=("short", "detailed", "mixed"), world=("simple", "large", "standard", "full"))
 def data_section(**overrides) -> mlc.ConfigDict:
   """config.data: what clips to read and how to batch them (data/pipeline.py, data/builders.py)."""
   return _build("data", dict(
@@ -80,7 +80,7 @@ def data_section(**overrides) -> mlc.ConfigDict:
       height=64,                # pixels; a multiple of vae.spatial_compression
       width=64,                 # pixels; a multiple of vae.spatial_compression
       fps=8.0,                  # frames per second the clips are rendered / resampled at
-      world="full",             # shapes_world: simple (one object) | standard | full
+      world="full",             # shapes_world: simple (one object) | large (simple, 2x radius) | standard | full
       caption="mixed",          # short | detailed | mixed (a per-clip coin flip)
       text_len=64,              # tokens per caption (byte-level tokenizer)
       batch_size=8,             # global batch size over all processes

@@ -83,13 +83,13 @@ class ShapesWorldConfig(tfds.core.BuilderConfig):
     return int(getattr(self, f"num_{split}"))
 
 
-_NAME_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:-n(\d+))?(?:-(simple|standard|full))?$")
+_NAME_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:-n(\d+))?(?:-(simple|large|standard|full))?$")
 _DEFAULT_COUNTS = {"17x32x32": 2000, "17x64x64": 2000, "33x128x128": 1000, "65x256x256": 200}
 
 
 def shapes_world_config(name: str) -> ShapesWorldConfig:
   """"TxHxW[-nN][-WORLD]" -> a config (predefined sizes keep their example counts; WORLD is
-  simple | standard | full, default full: see data/world/sampling.py)."""
+  simple | large | standard | full, default full: see data/world/sampling.py)."""
   m = _NAME_RE.match(str(name))
   if not m:
     raise ValueError(f"shapes_world builder_config {name!r} is not 'TxHxW' or 'TxHxW-nN' "
@@ -452,13 +452,16 @@ def make_builder(data_cfg) -> tfds.core.DatasetBuilder:
   data_dir = data_cfg.data_dir or None
   if data_cfg.name == "shapes_world":
     name = data_cfg.builder_config or f"{data_cfg.frames}x{data_cfg.height}x{data_cfg.width}"
-    if not data_cfg.builder_config and data_cfg.world != "full":
+    named = _NAME_RE.match(name)
+    world = named.group(5) if named else None
+    # A builder config names the render size; the world comes from data.world unless the name
+    # ends in one, which must then agree.
+    if world is None and data_cfg.world != "full":
       name += f"-{data_cfg.world}"
-    elif shapes_world_config(name).world != data_cfg.world:
-      raise ValueError(f"config.data.builder_config={name!r} renders the "
-                       f"{shapes_world_config(name).world!r} world but config.data.world="
-                       f"{data_cfg.world!r}; end the builder config with '-{data_cfg.world}' or "
-                       f"leave it empty")
+    elif world is not None and world != data_cfg.world:
+      raise ValueError(f"config.data.builder_config={name!r} renders the {world!r} world but "
+                       f"config.data.world={data_cfg.world!r}; end the builder config with "
+                       f"'-{data_cfg.world}' or drop its world suffix")
     return ShapesWorld(config=name, data_dir=data_dir)
   if data_cfg.name == "video_folder":
     return VideoFolder(folder=data_cfg.folder, frames=data_cfg.frames, height=data_cfg.height,

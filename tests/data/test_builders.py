@@ -92,6 +92,13 @@ def test_config_names_and_errors():
     builders.shapes_world_config("64px")
   with pytest.raises(ValueError, match="config.data.folder"):
     builders.make_builder(mlc.ConfigDict(dict(_cfg(name="video_folder"))))
+  # The builder config names the render size; the world comes from data.world unless named.
+  named = lambda **kw: builders.make_builder(mlc.ConfigDict(dict(_cfg(**kw)))).builder_config
+  assert named(builder_config="17x64x112", world="large").name == "17x64x112-large"
+  assert named(builder_config="17x64x112-large", world="large").world == "large"
+  assert named(world="simple").name == "9x32x48-simple"
+  with pytest.raises(ValueError, match="renders the 'simple' world but config.data.world='large'"):
+    named(builder_config="17x64x112-simple", world="large")
   seeds = {s: {builders.clip_seed(s, i) for i in (0, 1, 10**7)} for s in builders.SPLITS}
   assert sum(len(v) for v in seeds.values()) == len(set().union(*seeds.values()))
 

@@ -199,6 +199,15 @@ def test_world_presets_hold_what_they_promise():
              for s in (simple, standard, full)} == {(full.objects[0].color, full.objects[0].shape,
                                                       full.objects[0].motion)})
   assert any(len(w.sample_scene(s, "train", "full").objects) == 3 for s in range(60))
+  # large: the simple scene with the object at twice the radius, short of outgrowing the frame.
+  for seed in range(60):
+    simple, large = (w.sample_scene(seed, "train", k) for k in ("simple", "large"))
+    o, big = simple.objects[0], large.objects[0]
+    assert (big.color, big.shape, big.motion, big.x, big.vx) == (o.color, o.shape, o.motion, o.x,
+                                                                 o.vx)
+    assert big.radius == pytest.approx(2 * o.radius) or (big.motion == "grow"
+                                                         and o.radius < big.radius <= 0.175)
+    assert w.Scene.from_json(large.to_json()).objects[0].radius == big.radius
   c = w.generate_clip(3, 5, 32, 32, world="simple")
   assert json.loads(c["scene_json"])["occluder"] is None
   with pytest.raises(ValueError, match="world 'huge' is not known"):

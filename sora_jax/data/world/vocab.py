@@ -68,10 +68,11 @@ class WorldObject:
   angle: float = 0.0  # radians; positive turns clockwise on screen (y points down)
   omega: float = 0.0  # rad / s (rotate, orbit)
   orbit_radius: float = 0.0
+  scale: float = 1.0  # radius multiplier of the world preset ('large': 2)
 
   @property
   def radius(self) -> float:
-    return SIZES[self.size]
+    return SIZES[self.size] * self.scale
 
 
 @dataclasses.dataclass
