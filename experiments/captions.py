@@ -31,9 +31,7 @@ def points(texts: list[str], modes: list[str]) -> list[dict]:
     kind, _, n = item.partition(":")
     if kind not in ("byte", "words") or not n.isdigit():
       raise ValueError(f"--texts item {item!r} is not TOKENIZER:LENGTH (byte:48, words:96)")
-    # byte is the default tokenizer: its runs keep the names they had before words existed.
-    reads.append({"data.text_len": int(n), "text.max_len": int(n),
-                  **({"text.tokenizer": kind} if kind != "byte" else {})})
+    reads.append({"data.text_len": int(n), "text.max_len": int(n), "text.tokenizer": kind})
   return _study.product(reads, _study.sweep("data.caption", modes))
 
 

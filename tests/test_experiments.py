@@ -11,7 +11,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _study  # noqa: E402
 from experiments import (aspect_ratio, captions, dit_paper_table, objective,  # noqa: E402
-                         patch_size, resolution, scaling, vae_compression)
+                         patch_size, resolution, scaling, shift_study, vae_compression,
+                         worlds)
 
 
 def test_sweeps_expand_to_the_expected_configs():
@@ -72,6 +73,18 @@ def test_vae_compression_and_caption_runners():
   assert [(c.data.builder_config, c.data.height, c.data.width) for c in ar] == [
       ("17x64x112", 64, 112), ("17x64x112", 64, 64)]
   assert [_study.model_facts(c)["tokens"] for c in ar] == [140, 80]
+
+
+def test_worlds_and_shift_runners_change_one_key_each():
+  shifts = [_study.config_for(p, steps=10, eval_num=1) for p in shift_study.points(["auto", "3.0"])]
+  assert [c.diffusion.shift for c in shifts] == ["auto", "3.0"]
+  assert all(c.sample.shift == "train" for c in shifts)   # sampling follows the trained shift
+  cfgs = [_study.config_for(p, steps=10, eval_num=1) for p in worlds.points(["full", "large"])]
+  assert [c.data.world for c in cfgs] == ["full", "large"]
+  assert all((c.text.tokenizer, c.data.text_len) == ("words", 96) for c in cfgs)
+  assert cfgs[0].model.to_dict() == cfgs[1].model.to_dict()
+  with pytest.raises(ValueError, match="--worlds huge unknown"):
+    worlds.points(["huge"])
 
 
 def test_dit_paper_table_matches_the_paper(tmp_path):
