@@ -20,12 +20,13 @@ def plot_curves(workdir: str, keys: list[str], out_png: str, title: str) -> None
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   rows = load_metrics(workdir)
-  # A resumed run re-logs steps after its last checkpoint: keep the last value per step.
-  by_step = {r["step"]: r for r in rows}
-  steps = sorted(by_step)
   fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
   for ax, key in zip(np.atleast_1d(axes), keys):
-    ax.plot(steps, [by_step[s].get(key, np.nan) for s in steps])
+    # Per key: evaluations log on their own rows, at steps the training rows also use; a resumed
+    # run re-logs steps after its last checkpoint, so the last value per step wins.
+    by_step = {r["step"]: r[key] for r in rows if key in r}
+    steps = sorted(by_step)
+    ax.plot(steps, [by_step[s] for s in steps], marker="o" if len(steps) < 20 else None)
     ax.set_xlabel("step")
     ax.set_title(key)
     ax.grid(alpha=0.3)

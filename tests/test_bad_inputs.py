@@ -60,7 +60,7 @@ def _vae_run(tmp_path) -> str:
     (["--frames=16"], "--frames=16 is not 1 + 4k"),
     (["--out=video.png"], "is an image format but 17 frames"),
     (["--out=video.xyz"], "unknown format '.xyz'"),
-    (["--prompt=" + "a red circle " * 2000], "needs 26001 tokens"),
+    (["--prompt=" + "a red circle " * 2000], "needs 6002 tokens"),   # 3 words each + bos, eos
     (["--prompt=   "], "only whitespace"),
     (["--frames=4097", "--height=1024", "--width=1024"], "at most --frames"),
 ])

@@ -47,6 +47,19 @@ def test_demo_vae_phases_resume_one_run_and_end_on_l2():
     demo.get_config("stage=t2v,loss=l2")
 
 
+def test_demo_stages_learn_their_own_worlds_and_read_whole_captions():
+  vae_cfg, t2v_cfg = demo.get_config("stage=vae"), demo.get_config("stage=t2v")
+  # The VAE sees everything the world can render; the DiT learns text on one large object.
+  assert (vae_cfg.data.world, t2v_cfg.data.world) == ("full", demo.DIT_WORLD)
+  assert demo.get_config("stage=t2v,world=full").data.world == "full"
+  assert (t2v_cfg.text.tokenizer, t2v_cfg.data.text_len, t2v_cfg.text.max_len) == (
+      "words", 96, 96)
+  old = demo.get_config("stage=t2v,text=byte:48")
+  assert (old.text.tokenizer, old.data.text_len, old.text.max_len) == ("byte", 48, 48)
+  with pytest.raises(ValueError, match="text='bpe' is not TOKENIZER:LENGTH"):
+    demo.get_config("stage=t2v,text=bpe")
+
+
 def test_vae_loss_argument_is_validated():
   c = vae.get_config("loss=l3")
   with pytest.raises(ValueError, match="vae.recon_loss"):
