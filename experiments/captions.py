@@ -4,8 +4,9 @@
   python experiments/captions.py --texts byte:48,words:96 --modes short,detailed,mixed
 
 The world's detailed captions run to 200-450 bytes (every object, the occluder, the backdrop);
-the demo recipe reads 48 byte tokens, which cut 61 % of its mixed training captions, so the
-scene descriptions that would explain the rest of the video never reach the model. The bundled
+48 byte tokens (the demo recipe until session 10) cut 61 % of the full world's mixed training
+captions, so the scene descriptions that would explain the rest of the video never reached the
+model. The committed results ran on the full world (`--base world=full`). The bundled
 encoder can also read hashed words (text.tokenizer='words': one id per word; 96 hold every
 caption the world writes). Every run is the demo t2v recipe changed only in text.tokenizer,
 data.text_len (= text.max_len) and data.caption; a run whose captions differ only in how they
