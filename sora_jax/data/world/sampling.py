@@ -86,6 +86,7 @@ def _background(rng: np.random.Generator) -> dict[str, Any]:
 # pixels at 8x compression instead of 1-2, so the caption explains more of each clip's loss.
 WORLDS = ("simple", "large", "standard", "full")
 _SCALE = {"large": 2.0}
+_ONE_OBJECT = ("simple", "large")   # one object on a gradient, no pillar, no pan
 # 'grow' doubles an object's size; at 2x scale a large one would outgrow the frame.
 _MAX_GROWN_RADIUS = 0.35
 
@@ -102,7 +103,7 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
     raise ValueError(f"world {world!r} is not known; use one of {', '.join(WORLDS)}")
   rng = _rng(seed, split)
   n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
-  n = {"simple": 1, "large": 1, "standard": min(n, 2)}.get(world, n)
+  n = 1 if world in _ONE_OBJECT else min(n, 2) if world == "standard" else n
   if split == "test_compositional":
     combos = sorted(HELD_OUT_COMBOS)
     triples = [combos[rng.integers(len(combos))]]
@@ -111,7 +112,7 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
   while len(triples) < n:
     triples.append(_triple(rng, {c for c, _, _ in triples}))
   occluder = None
-  if rng.random() < 0.45 and world not in ("simple", "large"):
+  if rng.random() < 0.45 and world not in _ONE_OBJECT:
     occluder = {"x": float(rng.uniform(-0.3, 0.3)), "width": 0.0,
                 "shade": float(rng.uniform(115, 150))}
   objects = [_object(rng, tr, i == 0, occluder) for i, tr in enumerate(triples)]
@@ -130,7 +131,7 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
   background = _background(rng)
   if world != "full":
     pan = 0.0
-  if world in ("simple", "large"):
+  if world in _ONE_OBJECT:
     background["kind"] = "gradient"
   for o in objects:
     o.scale = _SCALE.get(world, 1.0)
