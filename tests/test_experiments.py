@@ -11,8 +11,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import _study  # noqa: E402
 from experiments import (aspect_ratio, captions, dit_paper_table, objective,  # noqa: E402
-                         patch_size, resolution, scaling, shift_study, vae_compression,
-                         worlds)
+                         optimizer, patch_size, resolution, scaling, shift_study,
+                         vae_compression, worlds)
 
 
 def test_sweeps_expand_to_the_expected_configs():
@@ -85,6 +85,17 @@ def test_worlds_and_shift_runners_change_one_key_each():
   assert cfgs[0].model.to_dict() == cfgs[1].model.to_dict()
   with pytest.raises(ValueError, match="--worlds huge unknown"):
     worlds.points(["huge"])
+
+
+def test_optimizer_runner_changes_only_the_optimizer():
+  pts = optimizer.points(["adamw:1e-3", "muon:3e-4"], muon_lr=0.05)
+  adamw, muon = (_study.config_for(p, steps=10, eval_num=1) for p in pts)
+  assert (adamw.optim.name, adamw.optim.lr) == ("adamw", 1e-3)
+  assert (muon.optim.name, muon.optim.lr, muon.optim.muon_lr) == ("muon", 3e-4, 0.05)
+  assert adamw.model.to_dict() == muon.model.to_dict()
+  for bad in ("sgd:1e-3", "adamw:fast", "muon:0"):
+    with pytest.raises(ValueError, match="is not NAME:LR"):
+      optimizer.points([bad])
 
 
 def test_dit_paper_table_matches_the_paper(tmp_path):
