@@ -60,6 +60,14 @@ def test_demo_stages_learn_their_own_worlds_and_read_whole_captions():
     demo.get_config("stage=t2v,text=bpe")
 
 
+def test_demo_dit_trains_at_shift_3_on_its_own_grid_and_scales_it_for_others():
+  from sora_jax.diffusion import objective
+  obj = objective.make_objective(demo.get_config("stage=t2v").diffusion)
+  assert obj.shift_for(80) == pytest.approx(demo.T2V_SHIFT)        # 17x64x64 at 1x2x2: 80 tokens
+  assert obj.shift_for(320) == pytest.approx(2 * demo.T2V_SHIFT)   # 4x the tokens: 2x the shift
+  assert demo.get_config("stage=t2v").optim.lr == demo.T2V_LR
+
+
 def test_vae_loss_argument_is_validated():
   c = vae.get_config("loss=l3")
   with pytest.raises(ValueError, match="vae.recon_loss"):
