@@ -73,6 +73,8 @@ _OUT = flags.DEFINE_string("out", None, "Output file.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
 _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
 _FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
+_WORLD = flags.DEFINE_enum("world", None, ["simple", "large", "standard", "full"],
+                           "eval vae: score clips of this world preset (default: the run's).")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
 _TRAIN = flags.DEFINE_bool("train", False, "demo: train both stages from scratch first.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sample/demo: replace an existing --out; "
@@ -145,7 +147,8 @@ def cmd_eval(argv):
     from sora_jax.eval import vae_eval
     result = vae_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_clips=_NUM.value,
                                        folder=_FOLDER.value, frames=_FRAMES.value,
-                                       height=_HEIGHT.value, width=_WIDTH.value)
+                                       height=_HEIGHT.value, width=_WIDTH.value,
+                                       world=_WORLD.value)
   elif what == "t2v":
     from sora_jax.eval import t2v_eval
     size = dict(num_frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,

@@ -137,6 +137,7 @@ def vae_section(**overrides) -> mlc.ConfigDict:
       kl_weight=1e-6,           # weight of the KL term
       adv_weight=0.0,           # weight of the adversarial (patch discriminator) loss; 0 = off
       adv_start_step=2000,      # step at which the adversarial loss starts
+      adv_adaptive=False,       # scale adv_weight by |grad recon| / |grad adv| at the output (VQGAN)
       disc_channels=32,         # discriminator base width
       disc_layers=3,            # discriminator downsampling layers
       perceptual_weight=0.0,    # weight of the perceptual loss; 0 = off
@@ -264,6 +265,7 @@ def train_section(**overrides) -> mlc.ConfigDict:
       keep_checkpoints=3,       # checkpoints kept on disk
       async_checkpoint=True,    # write checkpoints in the background
       dry_run=False,            # compile and report memory / FLOPs, do not train
+      init_from="",             # a run dir (workdir or export) whose EMA weights start this run
       nonfinite="skip",         # a non-finite loss/grad/param: skip (drop the update) | halt
       max_nonfinite=10,         # skip: halt after this many non-finite steps in a row
   ), overrides)

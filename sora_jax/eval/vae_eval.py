@@ -1,5 +1,6 @@
 """`sora-jax eval vae`: PSNR / SSIM / compression ratio of a trained VAE on held-out clips of the
-procedural world and, given a folder of real videos, on real footage.
+procedural world and, given a folder of real videos, on real footage; and the world evaluator's
+scores of its reconstructions (the ceiling of any text-to-video model on its latents).
 """
 from __future__ import annotations
 
@@ -53,9 +54,35 @@ def evaluate(system: VAESystem, params, data_cfg, split: str, num_clips: int) ->
   return out
 
 
+def adherence_ceiling(system: VAESystem, params, data_cfg, split: str, num_clips: int,
+                      batch: int = 8) -> dict:
+  """World-evaluator scores of held-out clips as rendered and as this VAE reconstructs them.
+
+  The reconstruction row bounds text-to-video on this VAE: a DiT that generated the very latents
+  of these clips would decode to exactly these videos. Shape is the score a soft decoder loses
+  first (the classifier reads corners and solidity; RESULTS.md, issue 13).
+  """
+  from sora_jax.data import world as world_lib
+  from sora_jax.eval import worlds
+  d = data_cfg
+  clips = [world_lib.generate_clip(seed, d.frames, d.height, d.width, d.fps, split=split,
+                                   world=d.world) for seed in range(num_clips)]
+  rendered = [c["video"] for c in clips]
+  recon = []
+  fn = jax.jit(system.reconstruct)
+  for i in range(0, num_clips, batch):
+    x = to_model_range(np.stack(rendered[i:i + batch]))
+    x_hat = np.asarray(fn(params, jnp.asarray(x)))
+    recon += list(np.clip((x_hat + 1) * 127.5, 0, 255).round().astype(np.uint8))
+  return {"world": d.world, "clips": num_clips,
+          "as_rendered": worlds.score_videos(rendered, clips, d.fps),
+          "reconstructed": worlds.score_videos(recon, clips, d.fps)}
+
+
 def evaluate_workdir(workdir: str, split: str = "test", num_clips: int = 32,
                      folder: str | None = None, frames: int | None = None,
-                     height: int | None = None, width: int | None = None) -> dict:
+                     height: int | None = None, width: int | None = None,
+                     world: str | None = None) -> dict:
   """Held-out procedural clips (and a video folder) at the run's size unless overridden: the
   VAE is causal and fully convolutional, so it applies to any 1 + tc*k frames and any size
   divisible by its spatial compression."""
@@ -64,8 +91,11 @@ def evaluate_workdir(workdir: str, split: str = "test", num_clips: int = 32,
   with data.unlocked():
     data.frames = frames or data.frames
     data.height, data.width = height or data.height, width or data.width
+    data.world = world or data.world
   validate_vae_config(system.cfg, data.frames, data.height, data.width)
   result = {"procedural": evaluate(system, params, data, split, num_clips)}
+  if data.name == "shapes_world":
+    result["adherence_ceiling"] = adherence_ceiling(system, params, data, split, num_clips)
   if folder:
     real = data.copy_and_resolve_references()
     with real.unlocked():

@@ -16,6 +16,36 @@ import jax.numpy as jnp
 from sora_jax.models.vae_blocks import CONV_NAMES, FrameGroupNorm
 
 
+class TimeStackedConv(nn.Module):
+  """nn.Conv's 3D 'SAME' convolution (same params, same values) as one 2D convolution over
+  time-stacked taps: XLA:CPU runs 3D convolutions several times slower than 2D ones, and the
+  critic at nn.Conv's 3D path made a VAE step 4x slower on the 2-core box (8.8 vs 2.2 s)."""
+  features: int
+  kernel_size: tuple[int, int, int]
+  strides: tuple[int, int]          # space only: the critic keeps time
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kt, kh, kw = self.kernel_size
+    kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                               CONV_NAMES),
+                        (kt, kh, kw, x.shape[-1], self.features), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
+                      (self.features,), self.param_dtype)
+    x = x.astype(self.dtype)
+    b, t, h, w, c = x.shape
+    lo = (kt - 1) // 2               # 'SAME' in time, as nn.Conv pads it
+    x = jnp.pad(x, ((0, 0), (lo, kt - 1 - lo), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([x[:, i:i + t] for i in range(kt)], axis=-1) if kt > 1 else x
+    k2 = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * c, self.features)
+    y = jax.lax.conv_general_dilated(stacked.reshape(b * t, h, w, kt * c),
+                                     k2.astype(self.dtype), window_strides=self.strides,
+                                     padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y.reshape(b, t, *y.shape[1:]) + bias.astype(self.dtype)
+
+
 class PatchDiscriminator3D(nn.Module):
   channels: int = 64
   num_layers: int = 3
@@ -23,21 +53,18 @@ class PatchDiscriminator3D(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _conv(self, features: int, strides, name: str):
-    return nn.Conv(features, kernel_size=(3, 4, 4), strides=strides, padding="SAME",
-                   dtype=self.dtype, param_dtype=self.param_dtype, name=name,
-                   kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                            CONV_NAMES),
-                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))
+    return TimeStackedConv(features, (3, 4, 4), strides, dtype=self.dtype,
+                           param_dtype=self.param_dtype, name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.leaky_relu(self._conv(self.channels, (1, 2, 2), "conv0")(x.astype(self.dtype)), 0.2)
+    h = nn.leaky_relu(self._conv(self.channels, (2, 2), "conv0")(x.astype(self.dtype)), 0.2)
     for i in range(1, self.num_layers):
       feats = self.channels * min(2 ** i, 8)
-      h = self._conv(feats, (1, 2, 2), f"conv{i}")(h)
+      h = self._conv(feats, (2, 2), f"conv{i}")(h)
       h = nn.leaky_relu(FrameGroupNorm(dtype=self.dtype, param_dtype=self.param_dtype,
                                        name=f"norm{i}")(h), 0.2)
-    return self._conv(1, (1, 1, 1), "logits")(h).astype(jnp.float32)
+    return self._conv(1, (1, 1), "logits")(h).astype(jnp.float32)
 
 
 def hinge_d_loss(logits_real: jax.Array, logits_fake: jax.Array) -> jax.Array:

@@ -63,12 +63,15 @@ class VAESystem:
     """(x_hat, mean, logvar) with a posterior sample."""
     return self.module.apply({"params": params}, video, rng=rng, sample_posterior=True)
 
+  def recon_loss(self, x, x_hat):
+    err = x - x_hat
+    return jnp.mean(jnp.abs(err)) if self.cfg.recon_loss == "l1" else jnp.mean(err ** 2)
+
   def loss(self, params, video, rng):
     """Reconstruction + KL (the generator terms every VAE run has). Returns (loss, x_hat, metrics)."""
     x = video.astype(jnp.float32)
     x_hat, mean, logvar = self.forward(params, x, rng)
-    err = x - x_hat
-    recon = jnp.mean(jnp.abs(err)) if self.cfg.recon_loss == "l1" else jnp.mean(err ** 2)
+    recon = self.recon_loss(x, x_hat)
     kl = vae_lib.kl_divergence(mean, logvar)
     total = recon + float(self.cfg.kl_weight) * kl
     metrics = {"recon": recon, "kl": kl,

@@ -29,6 +29,7 @@ from sora_jax.train import optimizer as optim_lib
 from sora_jax.train import setup as setup_lib
 from sora_jax.train import state as state_lib
 from sora_jax.train import steps as steps_lib
+from sora_jax.train import warm_start
 from sora_jax.train.guard import NonFiniteGuard
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ class Trainer:
     # Before anything is written: another run in this workdir is refused, not clobbered.
     if self.primary:
       setup_lib.check_workdir(config, workdir, overwrite=overwrite)
+    warm_start.check(config)
     self.clock.mark("validate")
     # Values resolved from data / other runs are in the config before the system exists.
     self.config, resolved = setup_lib.resolve(config, workdir)
@@ -239,6 +241,8 @@ class Trainer:
         log.info("resumed from %s at step %d", self.ckpt.directory, step)
       else:
         step, state = 0, built.init(jax.random.key(cfg.seed), batch)
+        if cfg.train.init_from:
+          state = warm_start.apply(state, cfg, built.state_shardings)
       jax.block_until_ready(state)
       self.clock.mark("init")
     # Steps after the restored one are re-run: their old rows would appear twice.

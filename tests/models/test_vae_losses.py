@@ -10,6 +10,7 @@ import pytest
 
 from sora_jax.eval.recon import psnr, ssim
 from sora_jax.models import perceptual
+from sora_jax.models.discriminator import hinge_g_loss
 from sora_jax.train.vae_training import VAETraining
 
 
@@ -17,7 +18,7 @@ def _config(**vae_over):
   vae = dict(temporal_compression=4, spatial_compression=8, latent_channels=4, channels=8,
              channel_mult=(1, 1, 1, 1), num_res_blocks=0, dtype="float32",
              param_dtype="float32", recon_loss="l1", kl_weight=1e-4, adv_weight=0.0,
-             adv_start_step=3, disc_channels=8, disc_layers=2, perceptual_weight=0.0,
+             adv_start_step=3, adv_adaptive=False, disc_channels=8, disc_layers=2, perceptual_weight=0.0,
              perceptual_path="", scaling_factor=1.0, encode_chunk=1, tile=0, tile_overlap=0)
   vae.update(vae_over)
   return mlc.ConfigDict(dict(vae=vae, data=dict(frames=5, height=16, width=16)))
@@ -101,6 +102,25 @@ def test_gan_gradients_gate_and_route(shared):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_adversarial_push_at_the_decoder_output(shared, adaptive):
+  """The generator term's gradient at x_hat is the critic's, times adv_weight - or, adaptive,
+  scaled to adv_weight times the reconstruction gradient's norm (VQGAN's balance)."""
+  task = VAETraining(_config(adv_weight=0.5, adv_start_step=0, adv_adaptive=adaptive,
+                             disc_channels=8, disc_layers=2))
+  x = shared["batch"]["video"]
+  x_hat = x + 0.3 * jax.random.normal(jax.random.key(3), x.shape)
+  disc = shared["params"]["disc"]
+  g_term = lambda v: task._adversarial(disc, x, v, 0)[0]  # noqa: E731
+  grad = jax.grad(g_term)(x_hat)
+  critic = jax.grad(lambda v: hinge_g_loss(task.disc.apply({"params": disc}, v)))(x_hat)
+  rec = jax.grad(lambda v: task.system.recon_loss(x, v))(x_hat)
+  want = 0.5 * (np.linalg.norm(rec) if adaptive else np.linalg.norm(critic))
+  assert np.linalg.norm(grad) == pytest.approx(want, rel=1e-4)
+  cos = float(jnp.vdot(grad, critic) / (jnp.linalg.norm(grad) * jnp.linalg.norm(critic)))
+  assert cos == pytest.approx(1.0, abs=1e-5)              # the critic's direction either way
+
+
 @pytest.mark.parametrize("ext", ["safetensors", "npz"])
 def test_perceptual_loads_local_weights(tmp_path, ext):
   path = str(tmp_path / f"tiny.{ext}")
@@ -134,3 +154,14 @@ def test_psnr_and_ssim():
   assert float(psnr(af, nf)) == pytest.approx(float(psnr(a, noisy)), rel=1e-4)
   assert float(ssim(af, nf)) == pytest.approx(float(ssim(a, noisy)), abs=1e-4)
   assert 0 < float(ssim(a, noisier)) < float(ssim(a, noisy)) < 0.999
+
+
+@pytest.mark.parametrize("strides", [(2, 2), (1, 1)])
+def test_critic_conv_equals_flax_3d_conv(strides):
+  """The critic's time-stacked 2D conv is nn.Conv's 3D 'SAME' conv, params and values."""
+  from sora_jax.models.discriminator import TimeStackedConv
+  x = jax.random.normal(jax.random.key(0), (2, 5, 16, 16, 3))
+  conv = TimeStackedConv(4, (3, 4, 4), strides)
+  params = conv.init(jax.random.key(1), x)
+  ref = nn.Conv(4, (3, 4, 4), (1,) + strides, padding="SAME").apply(params, x)
+  np.testing.assert_allclose(conv.apply(params, x), ref, atol=1e-5)

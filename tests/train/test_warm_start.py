@@ -1,0 +1,62 @@
+"""train.init_from: a run starts from another run's EMA weights, fresh everywhere else."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import demo
+from sora_jax import runs
+from sora_jax.config import ConfigError
+from sora_jax.train import state as state_lib
+from sora_jax.train import warm_start
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED_VAE = os.path.join(REPO, "sora_jax", "assets", "demo", "vae")
+
+
+def _vae_config(**over):
+  c = demo.get_config("stage=vae,world=large")
+  with c.unlocked():
+    c.vae.shortcut_layout = "subpixel"   # the shipped VAE's layout
+    c.train.init_from = SHIPPED_VAE
+    for k, v in over.items():
+      section, key = k.split(".")
+      c[section][key] = v
+  return c
+
+
+def test_check_refuses_what_cannot_give_its_weights(tmp_path):
+  warm_start.check(_vae_config())          # the same architecture; a critic may be added
+  warm_start.check(_vae_config(**{"vae.adv_weight": 0.1}))
+  with pytest.raises(ConfigError, match=r"vae.shortcut_layout: subpixel → channel"):
+    warm_start.check(_vae_config(**{"vae.shortcut_layout": "channel"}))
+  with pytest.raises(ConfigError, match="is not a directory"):
+    warm_start.check(_vae_config(**{"train.init_from": str(tmp_path / "missing")}))
+  t2v = demo.get_config("stage=t2v")
+  with t2v.unlocked():
+    t2v.train.init_from = SHIPPED_VAE
+  with pytest.raises(ConfigError, match="is a vae run; this run trains t2v"):
+    warm_start.check(t2v)
+
+
+def test_apply_loads_the_model_and_its_ema_and_leaves_the_critic_fresh():
+  config = _vae_config(**{"vae.adv_weight": 0.1})
+  abstract = runs.abstract_vae_params(runs.VAESystem(config))
+  fresh = {"vae": jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract),
+           "disc": {"w": jnp.full((3,), 7.0)}}
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=fresh, opt_state=(),
+                               ema_params=jax.tree.map(jnp.copy, fresh))
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = state_lib.TrainState(step=sharding, params=jax.tree.map(lambda _: sharding, fresh),
+                                   opt_state=(),
+                                   ema_params=jax.tree.map(lambda _: sharding, fresh))
+  out = warm_start.apply(state, config, shardings)
+  want = runs.open_vae(SHIPPED_VAE)[1]
+  for got in (out.params["vae"], out.ema_params["vae"]):
+    leaves = jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b),
+                                          got, want))
+    assert leaves and all(leaves)
+  np.testing.assert_array_equal(out.params["disc"]["w"], 7.0)
+  assert int(out.step) == 0
