@@ -47,6 +47,18 @@ def test_demo_vae_phases_resume_one_run_and_end_on_l2():
     demo.get_config("stage=t2v,loss=l2")
 
 
+def test_demo_vae_critic_stage_fine_tunes_the_vae_stage_on_the_dit_world():
+  from sora_jax.train import setup, warm_start
+  base, critic = demo.get_config("stage=vae"), demo.get_config("stage=vae_critic")
+  C.validate(critic, num_devices=1)
+  assert critic.train.init_from == demo.VAE_CRITIC_FROM and critic.data.world == demo.DIT_WORLD
+  assert (critic.vae.adv_weight, critic.vae.adv_adaptive, critic.train.steps) == (
+      demo.VAE_CRITIC_WEIGHT, True, demo.VAE_CRITIC_STEPS)
+  # Only the critic differs from the vae stage's model, so its checkpoints start this stage.
+  assert [d for d in setup.architecture_diff(base, critic)
+          if not d.startswith(warm_start._TOLERATED)] == []
+
+
 def test_demo_stages_learn_their_own_worlds_and_read_whole_captions():
   vae_cfg, t2v_cfg = demo.get_config("stage=vae"), demo.get_config("stage=t2v")
   # The VAE sees everything the world can render; the DiT learns text on one large object.
