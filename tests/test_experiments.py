@@ -132,3 +132,16 @@ def test_study_hooks_add_their_values_to_every_row(tmp_path, monkeypatch):
   assert [(r["vae_psnr"], r["wide_framing"]) for r in rows] == [(22.0, True)] * 2 + [
       (23.0, True)] * 2
   assert "vae_psnr" in open(tmp_path / "out" / "table.md").read()
+
+
+def test_vae_recon_scores_the_shipped_vae_on_a_world(tmp_path, monkeypatch):
+  from experiments import vae_recon
+  shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "sora_jax", "assets", "demo", "vae")
+  monkeypatch.setattr(sys, "argv", ["vae_recon.py", f"--workdir={shipped}", "--frames=5",
+                                    "--num=2", "--world=large", f"--out={tmp_path}"])
+  vae_recon.main()
+  m = json.load(open(tmp_path / "metrics.json"))
+  assert m["procedural"]["psnr"] > 15 and m["adherence_ceiling"]["world"] == "large"
+  assert m["adherence_ceiling"]["as_rendered"]["color"] == 1.0
+  assert os.path.getsize(tmp_path / "recon.png") > 1000
