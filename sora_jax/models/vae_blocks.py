@@ -66,7 +66,7 @@ class CausalConv3d(nn.Module):
         raise ValueError(f"causal conv got {x.shape[1]} frames with its cache; needs >= {kt}")
       if self.is_mutable_collection("cache") and not self.is_initializing():
         self.put_variable("cache", "past", x[:, n_out * st:])
-    y = _conv_time_stacked(x, kernel.astype(self.dtype), (st, sh, sw))
+    y = conv_time_stacked(x, kernel.astype(self.dtype), (st, sh, sw))
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
                         (self.features,), self.param_dtype)
@@ -74,8 +74,9 @@ class CausalConv3d(nn.Module):
     return y
 
 
-def _conv_time_stacked(x: jax.Array, kernel: jax.Array, strides) -> jax.Array:
-  """A VALID-in-time, SAME-in-space 3D conv computed as one 2D conv over time-stacked taps.
+def conv_time_stacked(x: jax.Array, kernel: jax.Array, strides, space_padding=None) -> jax.Array:
+  """A VALID-in-time 3D conv computed as one 2D conv over time-stacked taps; in space it pads
+  k//2 on both sides unless `space_padding` (a lax padding, e.g. "SAME") says otherwise.
 
   Output frame j sees input frames j*st .. j*st + kt - 1; stacking those kt frames along the
   channel axis turns the 3D kernel into a 2D one of kt*C inputs. Same arithmetic, but XLA:CPU
@@ -91,7 +92,7 @@ def _conv_time_stacked(x: jax.Array, kernel: jax.Array, strides) -> jax.Array:
   k2 = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(kh, kw, kt * cin, cout)
   y = jax.lax.conv_general_dilated(
       stacked.reshape(b * t, h, w, c), k2, window_strides=(sh, sw),
-      padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
+      padding=space_padding or ((kh // 2, kh // 2), (kw // 2, kw // 2)),
       dimension_numbers=("NHWC", "HWIO", "NHWC"))
   return y.reshape(b, t, *y.shape[1:])
 

@@ -41,17 +41,33 @@ def test_check_refuses_what_cannot_give_its_weights(tmp_path):
     warm_start.check(t2v)
 
 
-def test_apply_loads_the_model_and_its_ema_and_leaves_the_critic_fresh():
-  config = _vae_config(**{"vae.adv_weight": 0.1})
+def _state(config, resize=None):
   abstract = runs.abstract_vae_params(runs.VAESystem(config))
   fresh = {"vae": jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract),
            "disc": {"w": jnp.full((3,), 7.0)}}
+  if resize:
+    leaf = jax.tree.leaves(fresh["vae"])[0]
+    fresh["vae"] = jax.tree.map(lambda a: jnp.zeros((1,) + a.shape) if a is leaf else a,
+                                fresh["vae"])
   state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=fresh, opt_state=(),
                                ema_params=jax.tree.map(jnp.copy, fresh))
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shardings = state_lib.TrainState(step=sharding, params=jax.tree.map(lambda _: sharding, fresh),
                                    opt_state=(),
                                    ema_params=jax.tree.map(lambda _: sharding, fresh))
+  return state, shardings
+
+
+def test_apply_refuses_params_of_another_shape():
+  config = _vae_config(**{"vae.adv_weight": 0.1})
+  with pytest.raises(ConfigError, match="'vae' params differ in shape"):
+    state, shardings = _state(config, resize=True)
+    warm_start.apply(state, config, shardings)
+
+
+def test_apply_loads_the_model_and_its_ema_and_leaves_the_critic_fresh():
+  config = _vae_config(**{"vae.adv_weight": 0.1})
+  state, shardings = _state(config)
   out = warm_start.apply(state, config, shardings)
   want = runs.open_vae(SHIPPED_VAE)[1]
   for got in (out.params["vae"], out.ema_params["vae"]):
