@@ -31,6 +31,8 @@ from sora_jax import config as config_lib  # noqa: E402
 from sora_jax import demo  # noqa: E402
 
 EVAL_KEYS = ("color", "shape", "direction", "permanence", "overall")
+# The held-out loss a swapped colour / shape / direction word adds (sora_jax.eval.counterfactual).
+GAIN_KEYS = ("color_gain_pct", "shape_gain_pct", "direction_gain_pct")
 SHARED_LATENTS = "workdirs/demo/latents"  # the shipped recipe's cache: reused when it matches
 
 
@@ -213,7 +215,7 @@ def run_point(study: str, point: dict, config, workdir: str, extra: dict | None 
 
 def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
   cols = ["params", "tokens", "step", "flops", "vae_psnr", "flow_loss", "text_gain_pct",
-          *EVAL_KEYS, "wall_s"]
+          *GAIN_KEYS, *EVAL_KEYS, "wall_s"]
   cols = [c for c in cols if any(c in r for r in rows)]
   head = ["run", *axes, *cols]
   lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -231,7 +233,7 @@ def table_md(rows: list[dict], axes: list[str], note: str = "") -> str:
         cells.append(f"{v / 1e6:.2f}M")
       elif isinstance(v, float):
         cells.append(f"{v:.3f}" if c == "flow_loss" else f"{v:.2f}" if c in (
-            "text_gain_pct", "vae_psnr") else f"{v:g}")
+            "text_gain_pct", "vae_psnr", *GAIN_KEYS) else f"{v:g}")
       else:
         cells.append(str(v))
     lines.append("| " + " | ".join(cells) + " |")

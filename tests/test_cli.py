@@ -81,6 +81,10 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
   assert {"eval/flow_loss_t0.5", "eval/color", "eval/color_chance",
           "eval/text_gain_pct"} <= set(evals[-1])
   assert np.isfinite(evals[-1]["eval/text_gain_pct"])
+  # Which words the model reads: the loss a swapped colour word adds (runlocal reads 16 bytes,
+  # which hold the colour; shape and direction words are often cut, and then not reported).
+  assert np.isfinite(evals[-1]["eval/color_gain_pct"])
+  assert all(np.isfinite(v) for k, v in evals[-1].items() if k.endswith("_gain_pct"))
   assert np.isfinite(evals[-1]["eval/flow_loss"])
   vae_rows = [json.loads(line) for line in open(os.path.join(vae_dir, "metrics.jsonl"))]
   assert any("eval/psnr" in r and "eval/ssim" in r for r in vae_rows)

@@ -14,18 +14,32 @@ from sora_jax.eval import worlds as world_eval
 
 
 def held_out_captions(data_cfg, split: str, num: int) -> list[str]:
+  return [str(b["caption"][0]) for b in _held_out(data_cfg, split, num)]
+
+
+def _held_out(data_cfg, split: str, num: int):
+  """The first `num` clips of `split` in order, one per batch, with their short captions."""
   cfg = data_cfg.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.caption = "short"
     cfg.batch_size = 1
   it = pipeline.make_iterator(cfg, split, seed=0, shuffle=False, num_epochs=1,
                               process_index=0, process_count=1, drop_remainder=False)
-  out = []
-  for batch in it:
-    out.append(str(batch["caption"][0]))
-    if len(out) >= num:
+  for i, batch in enumerate(it):
+    if i >= num:
       break
-  return out
+    yield batch
+
+
+def caption_losses(t2v, split: str, num: int) -> dict[str, float]:
+  """Held-out flow loss of `num` clips of `split` under their true captions, the null caption
+  and (procedural world) each swapped attribute: which words the model reads, no sampling."""
+  from sora_jax.eval import counterfactual
+  clips = list(_held_out(t2v.config.data, split, num))
+  latents = np.stack([t2v.encode(b["video"][0]) for b in clips])
+  return counterfactual.evaluate(t2v.system, t2v.params, latents,
+                                 [str(b["caption"][0]) for b in clips],
+                                 world=t2v.config.data.name == "shapes_world")
 
 
 def evaluate(t2v, captions: list[str], *, seed: int = 0, batch_size: int = 8,
@@ -43,12 +57,22 @@ def evaluate(t2v, captions: list[str], *, seed: int = 0, batch_size: int = 8,
               **(size or {}))
     videos.extend(list(out[:len(chunk)]))
   fps = float(t2v.config.data.fps)
-  scores = world_eval.score_videos(videos, captions, fps=fps)
+  rows = [world_eval.score_video(v, c, fps) for v, c in zip(videos, captions)]
   # Chance: each video against another clip's caption (a fixed derangement).
   shifted = captions[1:] + captions[:1]
   chance = world_eval.score_videos(videos, shifted, fps=fps)
-  return {"num_videos": len(videos), "adherence": scores, "chance": chance,
+  return {"num_videos": len(videos), "adherence": world_eval.mean_scores(rows),
+          "chance": chance, "direction_by_motion": direction_by_motion(rows, captions),
           "size": list(videos[0].shape[:3]) if videos else None, "videos": videos}
+
+
+def direction_by_motion(rows: list[dict], captions: list[str]) -> dict[str, list]:
+  """{motion: [mean direction score, videos]}: a verb (falls, grows) fixes its direction, the
+  words left / right / up / down / clockwise do not, and the mean hides which one a model reads."""
+  groups: dict[str, list[float]] = {}
+  for r, c in zip(rows, captions, strict=True):
+    groups.setdefault(str(world_eval.parse_caption(c)["motion"]), []).append(r["direction"])
+  return {m: [float(np.mean(v)), len(v)] for m, v in sorted(groups.items())}
 
 
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
@@ -59,6 +83,8 @@ def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
   result = evaluate(t2v, captions, seed=seed, size=size)
   result.pop("videos")
   result["split"] = split
+  if not any((size or {}).values()):   # at the trained size: the held-out clips' losses too
+    result["caption_losses"] = caption_losses(t2v, split, num_videos)
   return result
 
 

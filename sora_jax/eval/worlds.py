@@ -369,7 +369,11 @@ def score_video(frames: np.ndarray, spec: str | Scene | dict, fps: float = 8.0
 def score_videos(videos: Iterable[np.ndarray], specs: Iterable[Any], fps: float = 8.0
                  ) -> dict[str, float]:
   """Mean of score_video over pairs of videos and specs."""
-  rows = [score_video(v, s, fps) for v, s in zip(videos, specs, strict=True)]
+  return mean_scores([score_video(v, s, fps) for v, s in zip(videos, specs, strict=True)])
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+  """score_videos' means of score_video rows (framing over the videos that show the object)."""
   if not rows:
     raise ValueError("score_videos got no videos")
   out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "framing"}

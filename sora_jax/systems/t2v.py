@@ -120,6 +120,7 @@ class T2VSystem:
     With diffusion.frame_tasks each clip draws a conditioning task (diffusion/conditioning.py):
     its known latent frames are shown at t ~ 0 and left out of the loss."""
     del step
+    fixed_t = t is not None
     r_drop, r_loss, r_task = jax.random.split(rng, 3)
     tokens, mask = batch["tokens"], batch["text_mask"]
     loss_mask = None
@@ -137,7 +138,8 @@ class T2VSystem:
     ctx = self._context(params, tokens, mask)
     loss, metrics = self.objective.loss(self.model_fn(params), batch["latents"], r_loss,
                                         (ctx, mask), self.num_tokens(), t=t, loss_mask=loss_mask)
-    return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
+    # Held-out evaluation (fixed t) keeps 'loss_per_example'; training logs scalars only.
+    return loss, {k: v for k, v in metrics.items() if fixed_t or jnp.ndim(v) == 0}
 
   # ---- packed rows (NaViT: clips of any size side by side; sora_jax.data.packing) ---------
 

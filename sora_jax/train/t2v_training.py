@@ -15,16 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from sora_jax.data import packing, pipeline
+from sora_jax.eval import counterfactual
 from sora_jax.eval import worlds as world_eval
 from sora_jax.models import patching
-from sora_jax.models import text_encoder as text_lib
 from sora_jax.parallel import process_sync
 from sora_jax.parallel.process_sync import SyncedJit
 from sora_jax.systems.t2v import T2VSystem
 from sora_jax.systems.vae import to_model_range, to_uint8
 
-# Noise levels of the held-out loss: the same for every eval, so its curve compares steps.
-EVAL_T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
 class T2VTraining:
@@ -144,14 +142,7 @@ class T2VTraining:
 
   @functools.cached_property
   def _held_out_loss(self):
-    def fn(params, batch, rng):
-      b = batch["latents"].shape[0]
-      null = dict(zip(("tokens", "text_mask"), text_lib.null_text(b, batch["tokens"].shape[1])))
-      # Row 0: the true captions; row 1: the null caption, same noise (how much the text helps).
-      return jnp.stack([jnp.stack([self.system.loss(params, {**batch, **cap}, rng,
-                                                    t=jnp.full((b,), t, jnp.float32))[0]
-                                   for t in EVAL_T_GRID]) for cap in ({}, null)])
-    return SyncedJit(fn, "held_out_loss")
+    return SyncedJit(counterfactual.held_out_losses(self.system), "held_out_loss")
 
   def _videos(self, params, prompts: list[str], rng) -> np.ndarray:
     tokens, mask = self.system.encode_prompts(prompts)
@@ -171,16 +162,14 @@ class T2VTraining:
   def evaluate(self, params, held_out: dict) -> tuple[dict, dict]:
     """{'flow_loss', 'flow_loss_t0.1', ..., 'color', 'color_chance', ...}, {'samples': video}."""
     captions = [str(c) for c in held_out["caption"]]   # short captions: the evaluator's specs
-    tokens, mask = self.system.encode_prompts(captions)
-    video = jnp.asarray(to_model_range(held_out["video"]))
-    batch = {"latents": self._encode(video), "tokens": jnp.asarray(tokens),
-             "text_mask": jnp.asarray(mask)}
-    losses = np.asarray(process_sync.fetch(self._held_out_loss(params, batch, jax.random.key(0))))
-    out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(EVAL_T_GRID, losses[0])}
-    out["flow_loss"] = float(losses[0].mean())
-    # The loss the captions remove, in % of the unconditional loss: near 0 means the model
-    # ignores its text, whatever its samples look like (a faster signal than adherence).
-    out["text_gain_pct"] = float(100.0 * (losses[1] - losses[0]).mean() / losses[1].mean())
+    names, tokens, masks = counterfactual.captionings(
+        self.system, captions, world=self.config.data.name == "shapes_world")
+    latents = self._encode(jnp.asarray(to_model_range(held_out["video"])))
+    losses = np.asarray(process_sync.fetch(self._held_out_loss(
+        params, latents, jnp.asarray(tokens), jnp.asarray(masks), jax.random.key(0))))
+    # text_gain_pct near 0: the model ignores its text, whatever its samples look like (a
+    # faster signal than adherence); <attribute>_gain_pct: which words it reads.
+    out = counterfactual.loss_report(names, tokens, losses)
     videos = {}
     if self.config.data.name == "shapes_world":  # adherence needs the world's ground truth
       frames = self._videos(params, captions, jax.random.key(1))

@@ -1,0 +1,120 @@
+"""Counterfactual captions: a world caption with one attribute of its primary object changed.
+
+The held-out flow loss under the changed caption, against the true one, says how much of the
+loss the model hangs on that attribute's words. Adherence needs samples and a 64-prompt
+evaluator; this needs neither, and it separates attributes that sampling mixes up: the session-11
+demo model scored direction 0.58 with a colour swap costing +280 % loss at t = 0.5 and a
+direction swap +0.1 %, i.e. its 'direction' came from motion verbs (falls, grows) and never from
+the words left / right / up / down / clockwise (benchmarks/RESULTS.md, issue 13, session 13).
+"""
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sora_jax.data.world.captions import SHAPE_WORDS
+from sora_jax.data.world.vocab import COLORS, SHAPES
+from sora_jax.eval import worlds
+from sora_jax.models import text_encoder as text_lib
+
+# Noise levels of the held-out loss: the same for every eval, so its curve compares steps.
+T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
+ATTRIBUTES = ("color", "shape", "direction")
+_PAIRS = (("right", "left"), ("rightward", "leftward"), ("rightwards", "leftwards"),
+          ("up", "down"), ("upward", "downward"), ("upwards", "downwards"),
+          ("clockwise", "counterclockwise"))
+_OPPOSITE = {a: b for p in _PAIRS for a, b in (p, p[::-1])} | dict.fromkeys(
+    ("anticlockwise", "anti-clockwise", "counter-clockwise"), "clockwise")
+# Motions whose direction words are free choices; a fall's "down" and a grow's size follow from
+# the verb, so swapping them would ask for clips the world never renders.
+_DIRECTED = ("bounce", "cross", "rotate", "orbit")
+
+
+def _next(items, item):
+  items = list(items)
+  return items[(items.index(item) + 1) % len(items)]
+
+
+def _word_map(attribute: str) -> dict[str, str]:
+  if attribute == "color":
+    return {c: _next(COLORS, c) for c in COLORS}
+  if attribute == "shape":
+    return {w: _next(SHAPES, s) for s, ws in SHAPE_WORDS.items() for w in ws}
+  if attribute == "direction":
+    return _OPPOSITE
+  raise ValueError(f"attribute must be one of {ATTRIBUTES}, got {attribute!r}")
+
+
+def swap(caption: str, attribute: str) -> str:
+  """`caption` with the primary object's `attribute` ('color' | 'shape' | 'direction') changed:
+  the next palette colour, the next shape, the opposite direction. Only the first sentence (the
+  primary object's) changes; a caption without that attribute comes back unchanged."""
+  mapping = _word_map(attribute)
+  if attribute == "direction" and worlds.parse_caption(caption)["motion"] not in _DIRECTED:
+    return caption
+  first, *rest = re.split(r"(?<=[.!?;])(?=\s)", caption, maxsplit=1)
+  words = sorted(mapping, key=len, reverse=True)
+  m = re.search(r"(?<![\w-])(" + "|".join(map(re.escape, words)) + r")(?![\w-])", first,
+                flags=re.IGNORECASE)
+  if not m:
+    return caption
+  new = mapping[m.group(1).lower()]
+  if m.group(1)[0].isupper():
+    new = new.capitalize()
+  return first[:m.start()] + new + first[m.end():] + "".join(rest)
+
+
+def captionings(system, captions: list[str], world: bool) -> tuple[list[str], np.ndarray,
+                                                                     np.ndarray]:
+  """Names, tokens [K, B, L] and masks [K, B, L] of K captionings of the same clips: the true
+  captions, the null caption (how much the text helps) and, for procedural-world captions,
+  each attribute swapped (how much its words do)."""
+  true = system.encode_prompts(captions)
+  rows = {"true": true, "null": tuple(map(np.asarray, text_lib.null_text(*true[0].shape)))}
+  if world:
+    for attr in ATTRIBUTES:
+      rows[attr] = system.encode_prompts([swap(c, attr) for c in captions])
+  return (list(rows), np.stack([r[0] for r in rows.values()]),
+          np.stack([r[1] for r in rows.values()]))
+
+
+def held_out_losses(system):
+  """fn(params, latents [B, ...], tokens [K, B, L], masks, rng) -> per-clip losses [K, T, B] on
+  T_GRID, the same noise under every captioning (wrap it in jit / SyncedJit)."""
+  def fn(params, latents, tokens, masks, rng):
+    b = latents.shape[0]
+    def one(tok, mask, t):
+      batch = {"latents": latents, "tokens": tok, "text_mask": mask}
+      return system.loss(params, batch, rng, t=jnp.full((b,), t, jnp.float32)
+                         )[1]["loss_per_example"]
+    return jnp.stack([jnp.stack([one(tokens[k], masks[k], t) for t in T_GRID])
+                      for k in range(tokens.shape[0])])
+  return fn
+
+
+def loss_report(names: list[str], tokens: np.ndarray, losses: np.ndarray) -> dict[str, float]:
+  """flow_loss (and per t), text_gain_pct (the loss the captions remove, in % of the null
+  caption's) and <attribute>_gain_pct (the loss a swapped word adds, in % of the true captions',
+  over the clips whose caption has that attribute)."""
+  true = np.asarray(losses[0])
+  out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(T_GRID, true.mean(-1))}
+  out["flow_loss"] = float(true.mean())
+  out["text_gain_pct"] = float(100.0 * (losses[1] - true).mean() / losses[1].mean())
+  for k, name in enumerate(names[2:], start=2):
+    changed = (tokens[k] != tokens[0]).any(-1)
+    if changed.any():
+      out[f"{name}_gain_pct"] = float(100.0 * (losses[k] - true)[:, changed].mean()
+                                      / true[:, changed].mean())
+  return out
+
+
+def evaluate(system, params, latents, captions: list[str], world: bool = True
+             ) -> dict[str, float]:
+  """loss_report of `system` on encoded held-out clips and their captions (one process)."""
+  names, tokens, masks = captionings(system, captions, world)
+  losses = jax.jit(held_out_losses(system))(params, jnp.asarray(latents), jnp.asarray(tokens),
+                                            jnp.asarray(masks), jax.random.key(0))
+  return loss_report(names, tokens, np.asarray(losses))

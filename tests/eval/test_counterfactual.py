@@ -1,0 +1,74 @@
+"""Counterfactual captions change exactly one attribute of the primary object, as the world
+evaluator reads it back, on every caption style the world writes."""
+import numpy as np
+import pytest
+
+from sora_jax.data import world as w
+from sora_jax.eval import counterfactual as cf
+from sora_jax.eval import worlds as ev
+
+_OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up",
+             "clockwise": "counterclockwise", "counterclockwise": "clockwise"}
+
+
+def test_swaps_change_one_attribute_of_generated_captions():
+  swapped_directions = 0
+  for seed in range(80):
+    s = w.sample_scene(seed, "test_compositional" if seed % 3 == 0 else "train")
+    for style in ("short", "detailed"):
+      text = w.caption(s, style, seed)
+      before = ev.parse_caption(text)
+      for attr in cf.ATTRIBUTES:
+        after = ev.parse_caption(cf.swap(text, attr))
+        others = {k: v for k, v in before.items() if k not in (attr, "motion")}
+        assert {k: after[k] for k in others} == others, (text, attr)
+        assert after["motion"] == before["motion"], (text, attr)
+        if attr == "direction":
+          if before["motion"] in ("fall", "grow", "shrink"):   # the verb fixes it: unchanged
+            assert after == before, text
+          else:
+            assert after["direction"] == _OPPOSITE[before["direction"]], text
+            swapped_directions += 1
+        else:
+          assert after[attr] not in (None, before[attr]), (text, attr)
+      # Later sentences (placement, backdrop) are left as they were.
+      assert cf.swap(text, "direction").split(". ")[1:] == text.split(". ")[1:]
+  assert swapped_directions > 40
+
+
+@pytest.mark.parametrize("text,attr,want", [
+    ("a red circle bounces to the right", "direction", "a red circle bounces to the left"),
+    ("The orange box spins anticlockwise", "direction", "The orange box spins clockwise"),
+    ("Yellow star moves upward. It starts near the right side.", "color",
+     "Magenta star moves upward. It starts near the right side."),
+    ("a white ball grows", "shape", "a white square grows"),
+    ("a sunset over the sea", "color", "a sunset over the sea"),
+])
+def test_swap_examples(text, attr, want):
+  assert cf.swap(text, attr) == want
+
+
+def test_loss_report_averages_each_swap_over_the_clips_it_changed():
+  names = ["true", "null", *cf.ATTRIBUTES]
+  tokens = np.zeros((5, 4, 3), np.int32)
+  tokens[2] += 1          # colour: every clip's caption changed
+  tokens[4, :2, 1] += 1   # direction: clips 0-1 only; shape: none
+  losses = np.ones((5, len(cf.T_GRID), 4))
+  losses[1] *= 2.0
+  losses[2] *= 3.0
+  losses[4][:, :2], losses[4][:, 2:] = 1.5, 9.0   # unchanged clips must not count
+  r = cf.loss_report(names, tokens, losses)
+  assert r["flow_loss"] == 1.0 and r["flow_loss_t0.5"] == 1.0
+  assert r["text_gain_pct"] == pytest.approx(50.0)
+  assert r["color_gain_pct"] == pytest.approx(200.0)
+  assert r["direction_gain_pct"] == pytest.approx(50.0)
+  assert "shape_gain_pct" not in r
+
+
+def test_caption_losses_of_a_model(t2v_tiny):
+  from sora_jax.eval import t2v_eval
+  r = t2v_eval.caption_losses(t2v_tiny, "test", 4)
+  assert {"flow_loss", "text_gain_pct", "color_gain_pct", "shape_gain_pct"} <= set(r)
+  assert all(np.isfinite(v) for v in r.values())
+  # A perturbed untrained model's captions move its loss (the text reaches the output).
+  assert r["color_gain_pct"] != 0.0
