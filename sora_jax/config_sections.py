@@ -148,7 +148,7 @@ def vae_section(**overrides) -> mlc.ConfigDict:
   ), overrides)
 
 
-@_section(mlp=("swiglu", "gelu"), pos=("rope3d", "sincos"), cond=("text", "class"),
+@_section(mlp=("swiglu", "gelu"), pos=("rope3d", "sincos", "rope3d+abs"), cond=("text", "class"),
           remat_policy=("nothing_saveable", "dots_saveable", "none"),
           attention_impl=("xla", "cudnn", "ring", "allgather"), dtype=DTYPES,
           param_dtype=DTYPES)
@@ -163,7 +163,8 @@ def model_section(**overrides) -> mlc.ConfigDict:
       mlp="swiglu",             # swiglu | gelu
       mlp_ratio=4.0,            # hidden width / width
       qk_norm=True,             # RMS-normalised queries and keys
-      pos="rope3d",             # rope3d (rotary over t, h, w) | sincos (fixed, added)
+      pos="rope3d",             # rope3d (rotary over t, h, w) | sincos (fixed, added) |
+                                # rope3d+abs (both: rotary, plus sin-cos of each token's t, h, w)
       rope_theta=10000.0,       # RoPE base frequency
       cond="text",              # text (cross-attention to the text encoder) | class (labels)
       num_classes=0,            # cond='class': labels, plus one null label for CFG

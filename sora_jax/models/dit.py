@@ -156,8 +156,8 @@ class DiT(nn.Module):
       raise ValueError("cond='class' needs integer labels [B] (num_classes = the null class)")
     if self.cond not in ("text", "class"):
       raise ValueError(f"model.cond must be 'text' or 'class', got {self.cond!r}")
-    if self.pos not in ("rope3d", "sincos"):
-      raise ValueError(f"model.pos must be 'rope3d' or 'sincos', got {self.pos!r}")
+    if self.pos not in ("rope3d", "sincos", "rope3d+abs"):
+      raise ValueError(f"model.pos must be 'rope3d', 'sincos' or 'rope3d+abs', got {self.pos!r}")
 
   def _check_packed(self, x, t, positions, segment_ids, context, context_segment_ids):
     pdim = self.patch[0] * self.patch[1] * self.patch[2] * self.in_channels
@@ -171,9 +171,9 @@ class DiT(nn.Module):
       if got != shape:
         raise ValueError(f"packed DiT input {name} must be {shape} for segment_ids [{b}, {n}] and "
                          f"patch {tuple(self.patch)} x {self.in_channels} channels; got {got}")
-    if self.cond != "text" or self.pos != "rope3d":
-      raise ValueError("packed sequences need model.cond='text' and model.pos='rope3d' (positions "
-                       "come per token; a sin-cos table needs one grid)")
+    if self.cond != "text" or not self.pos.startswith("rope3d"):
+      raise ValueError("packed sequences need model.cond='text' and model.pos='rope3d' or "
+                       "'rope3d+abs' (positions come per token; a sin-cos table needs one grid)")
     if context is None or context_segment_ids is None:
       raise ValueError("packed sequences need context and context_segment_ids (each caption "
                        "token's clip)")
@@ -203,6 +203,11 @@ class DiT(nn.Module):
       h = h + jnp.asarray(L.sincos_3d(self.width, grid), self.dtype)[None]
     else:
       rope = L.rope_3d(pos, self.width // self.heads, theta=self.rope_theta)
+      if self.pos == "rope3d+abs":
+        # Rotary attention sees only offsets; with a pure-noise input at t ~ 1 nothing then
+        # says where a token is, so the caption's layout ("starts left, moves right") cannot
+        # be drawn. Absolute sin-cos of (t, h, w) gives each token its place.
+        h = h + L.sincos_positions(self.width, pos).astype(self.dtype)
     h = L.constrain(h, L.ACT_TOKENS)
 
     # Conditioning groups: one per sample, per token frame (mean over the temporal patch), or,

@@ -206,6 +206,26 @@ def sincos_3d(dim: int, grid: Sequence[int]) -> np.ndarray:
   return np.concatenate([np.repeat(tt, nh * nw, 0), np.tile(hw, (nt, 1))], 1)
 
 
+def sincos_positions(dim: int, positions) -> jax.Array:
+  """sincos_3d's table at arbitrary integer (t, h, w) positions [B|1, N, 3] -> [B|1, N, dim]
+  (packed clips of any size each index their own grid); sincos_3d on a grid of > 1 frame."""
+  positions = jnp.asarray(positions, jnp.float32)
+  if positions.ndim == 2:
+    positions = positions[None]
+  dt = 2 * (dim // 8)
+  dhw = dim - dt
+  if dhw % 4:
+    raise ValueError(f"3D sin-cos positions need width % 8 == 0, got {dim}")
+
+  def one(d, pos):
+    omega = 1.0 / 10000 ** (jnp.arange(d // 2, dtype=jnp.float32) / (d / 2.0))
+    out = pos[..., None] * omega
+    return jnp.concatenate([jnp.sin(out), jnp.cos(out)], -1)
+  # sincos_2d's order: the column's half first, then the row's.
+  return jnp.concatenate([one(dt, positions[..., 0]), one(dhw // 2, positions[..., 2]),
+                          one(dhw // 2, positions[..., 1])], -1)
+
+
 # ----------------------------------------------------------------------------- attention
 
 

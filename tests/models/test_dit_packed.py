@@ -102,6 +102,28 @@ def test_packed_row_equals_each_clip_alone(setup):
                                err_msg=jax.tree_util.keystr(path))
 
 
+def test_absolute_positions_packed_equal_each_clip_alone(setup):
+  """pos='rope3d+abs' adds each token's sin-cos (t, h, w): a packed clip still reads only its own
+  grid's positions, so it equals the clip alone."""
+  _, params, clips, p = setup
+  model = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
+                  pos="rope3d+abs")
+  packed, alone = jax.jit(lambda prm: (
+      model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                  context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                  positions=p["positions"], context_segment_ids=p["context_segment_ids"]),
+      jnp.concatenate([patching.patchify(model.apply(
+          {"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask), PATCH)[0]
+          for x, t, ctx, mask in clips], axis=1)))(params)
+  np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)
+  # ... and the positions matter: the same row without them is another function.
+  rope_only = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT)
+  first = clips[0]
+  a, b = (m.apply({"params": params}, first[0], jnp.full((1,), first[1]), context=first[2],
+                  context_mask=first[3]) for m in (model, rope_only))
+  assert float(jnp.abs(a - b).max()) > 1e-3
+
+
 def test_packed_input_errors(setup):
   model, params, _, p = setup
   kw = {k: p[k] for k in ("context", "context_mask", "segment_ids", "context_segment_ids")}

@@ -47,6 +47,11 @@ def test_sincos_tables():
   t3 = L.sincos_3d(16, (3, 2, 2))
   assert t3.shape == (12, 16) and len(np.unique(t3.round(6), axis=0)) == 12
   np.testing.assert_array_equal(L.sincos_3d(8, (1, 2, 3)), t2)
+  # The same table at any token's own (t, h, w): what packed clips of mixed sizes index.
+  from sora_jax.models import patching
+  pos = patching.grid_positions((3, 2, 2))
+  np.testing.assert_allclose(L.sincos_positions(16, pos)[0], t3, atol=1e-6)
+  np.testing.assert_allclose(L.sincos_positions(16, pos[5:7][None])[0], t3[5:7], atol=1e-6)
 
 
 def test_attention_modules():
