@@ -85,13 +85,16 @@ def held_out_losses(system):
   """fn(params, latents [B, ...], tokens [K, B, L], masks, rng) -> per-clip losses [K, T, B] on
   T_GRID, the same noise under every captioning (wrap it in jit / SyncedJit)."""
   def fn(params, latents, tokens, masks, rng):
-    b = latents.shape[0]
-    def one(tok, mask, t):
+    b, k, n_t = latents.shape[0], tokens.shape[0], len(T_GRID)
+
+    def one(args):
+      tok, mask, t = args
       batch = {"latents": latents, "tokens": tok, "text_mask": mask}
-      return system.loss(params, batch, rng, t=jnp.full((b,), t, jnp.float32)
-                         )[1]["loss_per_example"]
-    return jnp.stack([jnp.stack([one(tokens[k], masks[k], t) for t in T_GRID])
-                      for k in range(tokens.shape[0])])
+      return system.loss(params, batch, rng, t=jnp.full((b,), t))[1]["loss_per_example"]
+    # lax.map: one traced forward run K x T times (an unrolled grid compiled 25 of them).
+    grid = (jnp.repeat(tokens, n_t, axis=0), jnp.repeat(masks, n_t, axis=0),
+            jnp.tile(jnp.asarray(T_GRID, jnp.float32), k))
+    return jax.lax.map(one, grid).reshape(k, n_t, b)
   return fn
 
 
