@@ -15,19 +15,15 @@ ASSETS = os.path.join(os.path.dirname(__file__), "assets", "demo")
 
 
 def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> str:
-  """Trains the demo stages (resuming if interrupted) and exports their EMA weights: the VAE,
-  its critic fine-tune on the DiT's world (sharper shapes), then the DiT on that VAE."""
+  """Trains both demo stages (resuming if interrupted) and exports their EMA weights."""
   from configs import demo as demo_config
   from sora_jax.train import loop
-  vae_dir, critic_dir, t2v_dir = (os.path.join(workdir, s) for s in ("vae", "vae_critic", "t2v"))
+  vae_dir, t2v_dir = os.path.join(workdir, "vae"), os.path.join(workdir, "t2v")
   loop.train(demo_config.get_config("stage=vae"), vae_dir)
-  critic = demo_config.get_config("stage=vae_critic").unlock()
-  critic.train.init_from = os.path.abspath(vae_dir)
-  loop.train(critic.lock(), critic_dir)
   cfg = demo_config.get_config("stage=t2v").unlock()
-  cfg.vae_workdir = os.path.abspath(critic_dir)
+  cfg.vae_workdir = os.path.abspath(vae_dir)
   loop.train(cfg.lock(), t2v_dir)
-  return export_assets(critic_dir, t2v_dir, out_dir)
+  return export_assets(vae_dir, t2v_dir, out_dir)
 
 
 def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:
