@@ -7,6 +7,8 @@ The same videos scored against other clips' captions (a derangement) give the ch
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from sora_jax.data import pipeline
@@ -25,10 +27,7 @@ def _held_out(data_cfg, split: str, num: int):
     cfg.batch_size = 1
   it = pipeline.make_iterator(cfg, split, seed=0, shuffle=False, num_epochs=1,
                               process_index=0, process_count=1, drop_remainder=False)
-  for i, batch in enumerate(it):
-    if i >= num:
-      break
-    yield batch
+  return itertools.islice(it, num)   # stops before rendering clip num + 1
 
 
 def caption_losses(t2v, split: str, num: int) -> dict[str, float]:
