@@ -81,11 +81,11 @@ def captionings(system, captions: list[str], world: bool) -> tuple[list[str], np
           np.stack([r[1] for r in rows.values()]))
 
 
-def held_out_losses(system):
+def held_out_losses(system, t_grid: tuple[float, ...] = T_GRID):
   """fn(params, latents [B, ...], tokens [K, B, L], masks, rng) -> per-clip losses [K, T, B] on
-  T_GRID, the same noise under every captioning (wrap it in jit / SyncedJit)."""
+  `t_grid`, the same noise under every captioning (wrap it in jit / SyncedJit)."""
   def fn(params, latents, tokens, masks, rng):
-    b, k, n_t = latents.shape[0], tokens.shape[0], len(T_GRID)
+    b, k, n_t = latents.shape[0], tokens.shape[0], len(t_grid)
 
     def one(args):
       tok, mask, t = args
@@ -93,17 +93,18 @@ def held_out_losses(system):
       return system.loss(params, batch, rng, t=jnp.full((b,), t))[1]["loss_per_example"]
     # lax.map: one traced forward run K x T times (an unrolled grid compiled 25 of them).
     grid = (jnp.repeat(tokens, n_t, axis=0), jnp.repeat(masks, n_t, axis=0),
-            jnp.tile(jnp.asarray(T_GRID, jnp.float32), k))
+            jnp.tile(jnp.asarray(t_grid, jnp.float32), k))
     return jax.lax.map(one, grid).reshape(k, n_t, b)
   return fn
 
 
-def loss_report(names: list[str], tokens: np.ndarray, losses: np.ndarray) -> dict[str, float]:
+def loss_report(names: list[str], tokens: np.ndarray, losses: np.ndarray,
+                t_grid: tuple[float, ...] = T_GRID) -> dict[str, float]:
   """flow_loss (and per t), text_gain_pct (the loss the captions remove, in % of the null
   caption's) and <attribute>_gain_pct (the loss a swapped word adds, in % of the true captions',
   over the clips whose caption has that attribute)."""
   true = np.asarray(losses[0])
-  out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(T_GRID, true.mean(-1))}
+  out = {f"flow_loss_t{t:g}": float(v) for t, v in zip(t_grid, true.mean(-1))}
   out["flow_loss"] = float(true.mean())
   out["text_gain_pct"] = float(100.0 * (losses[1] - true).mean() / losses[1].mean())
   for k, name in enumerate(names[2:], start=2):
@@ -121,3 +122,54 @@ def evaluate(system, params, latents, captions: list[str], world: bool = True
   losses = jax.jit(held_out_losses(system))(params, jnp.asarray(latents), jnp.asarray(tokens),
                                             jnp.asarray(masks), jax.random.key(0))
   return loss_report(names, tokens, np.asarray(losses))
+
+
+def _swapped_value(attribute: str, value: str) -> str:
+  if attribute == "color":
+    return _next(COLORS, value)
+  if attribute == "shape":
+    return _next(SHAPES, value)
+  return _OPPOSITE[value]
+
+
+def ideal_costs(latents: np.ndarray, captions: list[str], attribute: str,
+                within: tuple[str, ...] = ("motion",)) -> dict[str, float]:
+  """What `attribute`'s words are worth at t = 1 to a model that knows the data's statistics.
+
+  At pure noise the best flow prediction is the caption group's mean clip, so the loss there is
+  the clips' squared distance to it. Groups are clips that agree on `within` and the attribute
+  (pooled over the rest, so the figures are lower bounds), means are leave-one-out. Returns
+  gain_pct (loss removed by knowing the attribute, in % of the loss knowing it) and swap_pct
+  (loss added by the swapped word's group mean instead of the true one, like `swap`), over the
+  clips whose caption has the attribute and whose swapped group is not empty; clips = how many.
+  The model's own swap cost at t = 1 (`held_out_losses`) reads against swap_pct."""
+  x = np.asarray(latents, np.float64).reshape(len(latents), -1)
+  parsed = [worlds.parse_caption(c) for c in captions]
+
+  def groups(keys):
+    out: dict = {}
+    for i, k in enumerate(keys):
+      out.setdefault(k, []).append(i)
+    return {k: (x[v].sum(0), len(v)) for k, v in out.items()}
+
+  base_keys = [tuple(p[k] for k in within) for p in parsed]
+  keys = [b + (p[attribute],) for b, p in zip(base_keys, parsed)]
+  full, base = groups(keys), groups(base_keys)
+  err_true = err_base = err_swap = 0.0
+  n = 0
+  for i, p in enumerate(parsed):
+    value = p[attribute]
+    if value is None or (attribute == "direction" and p["motion"] not in _DIRECTED):
+      continue
+    other = full.get(base_keys[i] + (_swapped_value(attribute, value),))
+    (s, m), (sb, mb) = full[keys[i]], base[base_keys[i]]
+    if other is None or m < 2:
+      continue
+    err_true += np.mean((x[i] - (s - x[i]) / (m - 1)) ** 2)
+    err_base += np.mean((x[i] - (sb - x[i]) / (mb - 1)) ** 2)
+    err_swap += np.mean((x[i] - other[0] / other[1]) ** 2)
+    n += 1
+  if not n:
+    return {"clips": 0, "gain_pct": float("nan"), "swap_pct": float("nan")}
+  return {"clips": n, "gain_pct": float(100.0 * (err_base - err_true) / err_true),
+          "swap_pct": float(100.0 * (err_swap - err_true) / err_true)}

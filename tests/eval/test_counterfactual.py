@@ -72,3 +72,21 @@ def test_caption_losses_of_a_model(t2v_tiny):
   assert all(np.isfinite(v) for v in r.values())
   # A perturbed untrained model's captions move its loss (the text reaches the output).
   assert r["color_gain_pct"] != 0.0
+
+
+def test_ideal_costs_of_a_word_that_decides_the_clip_and_of_one_that_does_not():
+  rng = np.random.default_rng(0)
+  caps, lat = [], []
+  for i in range(400):
+    d, color = ("right", "left")[i % 2], ("red", "green")[(i // 2) % 2]
+    caps.append(f"a {color} circle bounces to the {d}")
+    lat.append((1.0 if d == "right" else -1.0) + rng.normal(size=(2, 3)))   # colour: no effect
+  r = cf.ideal_costs(np.stack(lat), caps, "direction")
+  # Knowing the sign removes the mean's variance (1 of 2); the opposite word's mean costs 4 x 1.
+  assert r["clips"] == 400
+  assert r["gain_pct"] == pytest.approx(100.0, rel=0.1)
+  assert r["swap_pct"] == pytest.approx(400.0, rel=0.1)
+  # red -> green (the next palette colour) is worth nothing here; green -> blue has no group.
+  r = cf.ideal_costs(np.stack(lat), caps, "color")
+  assert r["clips"] == 200
+  assert abs(r["gain_pct"]) < 3.0 and abs(r["swap_pct"]) < 3.0
