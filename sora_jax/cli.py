@@ -72,6 +72,9 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sam
 _OUT = flags.DEFINE_string("out", None, "Output file.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
 _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
+_FVD_WEIGHTS = flags.DEFINE_string("fvd_weights", None, "eval t2v: a local I3D checkpoint "
+                                   "(.npz/.safetensors, pytorch-i3d names; models/i3d.py): "
+                                   "adds FVD against the held-out clips.")
 _FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
 _WORLD = flags.DEFINE_enum("world", None, ["simple", "large", "standard", "full"],
                            "eval vae: score clips of this world preset (default: the run's).")
@@ -154,7 +157,8 @@ def cmd_eval(argv):
     size = dict(num_frames=_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,
                 aspect=_ASPECT.value, seconds=_SECONDS.value)
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
-                                       seed=_SEED.value, size=size)
+                                       seed=_SEED.value, size=size,
+                                       fvd_weights=_FVD_WEIGHTS.value)
   elif what == "long":
     from sora_jax.eval import t2v_eval
     result = t2v_eval.evaluate_long_workdir(

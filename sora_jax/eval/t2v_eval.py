@@ -75,15 +75,36 @@ def direction_by_motion(rows: list[dict], captions: list[str]) -> dict[str, list
 
 
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
-                     seed: int = 0, size: dict | None = None) -> dict:
+                     seed: int = 0, size: dict | None = None,
+                     fvd_weights: str | None = None) -> dict:
   from sora_jax.pipeline import TextToVideo
   t2v = TextToVideo.from_workdir(workdir, on_long="warn")   # captions as training cut them
+  return evaluate_model(t2v, split, num_videos, seed=seed, size=size, fvd_weights=fvd_weights)
+
+
+def evaluate_model(t2v, split: str = "test", num_videos: int = 32, *, seed: int = 0,
+                   size: dict | None = None, fvd_weights: str | None = None) -> dict:
+  """Adherence with chance on `num_videos` held-out captions of `split`; at the trained size
+  also the held-out caption losses and, given a local I3D checkpoint (`fvd_weights`,
+  models/i3d.py), FVD of the videos against the held-out clips whose captions prompted them."""
+  trained_size = not any((size or {}).values())
+  net = None
+  if fvd_weights:   # bad input fails here, before any sampling
+    if not trained_size:
+      raise ValueError("--fvd_weights compares against the held-out clips, which have the "
+                       "trained size; drop --frames/--height/--width/--aspect/--seconds")
+    from sora_jax.models import i3d
+    net = i3d.load_i3d(fvd_weights)
   captions = held_out_captions(t2v.config.data, split, num_videos)
   result = evaluate(t2v, captions, seed=seed, size=size)
-  result.pop("videos")
+  videos = result.pop("videos")
   result["split"] = split
-  if not any((size or {}).values()):   # at the trained size: the held-out clips' losses too
+  if trained_size:   # the held-out clips' losses too
     result["caption_losses"] = caption_losses(t2v, split, num_videos)
+  if net is not None:
+    from sora_jax.eval import fvd
+    real = [b["video"][0] for b in _held_out(t2v.config.data, split, num_videos)]
+    result["fvd"] = fvd.fvd(net, np.stack(real), np.stack(videos))
   return result
 
 

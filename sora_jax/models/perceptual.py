@@ -17,13 +17,14 @@ weighted channel sum (lin) or mean, spatial mean; summed over stages; mean over 
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sora_jax.models.local_weights import read_arrays, write_arrays
 
 _NAME = re.compile(r"^stage(\d+)\.conv(\d+)\.(kernel|bias)$")
 
@@ -35,22 +36,9 @@ class PerceptualNet(NamedTuple):
   scale: jax.Array
 
 
-def _read(path: str) -> dict[str, np.ndarray]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"vae.perceptual_path={path!r} does not exist; point it at a local "
-                            ".safetensors or .npz file, or set it to '' to turn the loss off")
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-    return dict(load_file(path))
-  if path.endswith(".npz"):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  raise ValueError(f"vae.perceptual_path={path!r}: use a .safetensors or .npz file")
-
-
 def load_perceptual(path: str) -> PerceptualNet:
   """Reads weights (layout in the module docstring) into a frozen PerceptualNet."""
-  arrays = _read(path)
+  arrays = read_arrays(path, "vae.perceptual_path")
   layers: dict[int, dict[int, dict[str, np.ndarray]]] = {}
   for name, value in arrays.items():
     m = _NAME.match(name)
@@ -113,11 +101,4 @@ def perceptual_distance(net: PerceptualNet, a: jax.Array, b: jax.Array) -> jax.A
 
 def save_perceptual(path: str, arrays: dict[str, np.ndarray]) -> None:
   """Writes weights in the layout above (.safetensors or .npz), e.g. after converting VGG16."""
-  arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32)) for k, v in arrays.items()}
-  if path.endswith(".safetensors"):
-    from safetensors.numpy import save_file
-    save_file(arrays, path)
-  elif path.endswith(".npz"):
-    np.savez(path, **arrays)
-  else:
-    raise ValueError(f"{path!r}: use a .safetensors or .npz file")
+  write_arrays(path, arrays)
