@@ -59,16 +59,25 @@ def main():
     rows[attr] = {"ideal_t1": cf.ideal_costs(z["latents"], captions, attr)}
     rows[attr].update({f"model_swap_pct_t{t:g}": model[t].get(f"{attr}_gain_pct")
                        for t in t_grid})
+  floors = {name: cf.ideal_loss(z["latents"], captions, keys) for name, keys in
+            (("no caption", ()), ("colour, motion", ("color", "motion")),
+             ("colour, motion, direction", ("color", "motion", "direction")))}
+  rows["t1_loss"] = {"model": model[max(t_grid)]["flow_loss"], "ideal": floors}
   head = " | ".join(f"model swap cost, t={t:g}" for t in t_grid)
   md = [f"{a.workdir} on {len(captions)} cached clips ({a.num} for the model's losses)", "",
         f"| attribute | clips | ideal gain at t=1 | ideal swap cost at t=1 | {head} |",
         "|---|---:|---:|---:|" + "---:|" * len(t_grid)]
-  for attr, r in rows.items():
+  for attr in cf.ATTRIBUTES:
+    r = rows[attr]
     i = r["ideal_t1"]
     vals = " | ".join(f"{r[f'model_swap_pct_t{t:g}']:+.2f} %"
                       if r[f"model_swap_pct_t{t:g}"] is not None else "-" for t in t_grid)
     md.append(f"| {attr} | {i['clips']} | {i['gain_pct']:+.2f} % | {i['swap_pct']:+.2f} % "
               f"| {vals} |")
+  md += ["", f"Loss at t={max(t_grid):g}: the model {rows['t1_loss']['model']:.3f}; "
+         "predicting each clip by the mean of the clips whose captions agree on "
+         + ", ".join(f"{k}: {v:.3f}" for k, v in floors.items())
+         + " (the cache's latents are the model's scaled ones)"]
   write_table(a.out, {"workdir": a.workdir, "cache": a.cache, "num": a.num, "rows": rows},
               "\n".join(md) + "\n")
 

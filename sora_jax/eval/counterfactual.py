@@ -132,6 +132,25 @@ def _swapped_value(attribute: str, value: str) -> str:
   return _OPPOSITE[value]
 
 
+def ideal_loss(latents: np.ndarray, captions: list[str], keys: tuple[str, ...]) -> float:
+  """The flow loss at t = 1 of predicting each clip by the leave-one-out mean of the clips that
+  agree with it on `keys` (parsed caption fields; () = the mean clip, no caption): an upper
+  bound on the best model's t = 1 loss, in the units of `latents` (pass the scaled ones)."""
+  x = np.asarray(latents, np.float64).reshape(len(latents), -1)
+  groups: dict = {}
+  for i, c in enumerate(captions):
+    p = worlds.parse_caption(c)
+    groups.setdefault(tuple(p[k] for k in keys), []).append(i)
+  err, n = 0.0, 0
+  for idx in groups.values():
+    if len(idx) < 2:
+      continue
+    loo = (x[idx].sum(0) - x[idx]) / (len(idx) - 1)
+    err += float(np.mean((x[idx] - loo) ** 2, axis=1).sum())
+    n += len(idx)
+  return err / max(n, 1)
+
+
 def ideal_costs(latents: np.ndarray, captions: list[str], attribute: str,
                 within: tuple[str, ...] = ("motion",)) -> dict[str, float]:
   """What `attribute`'s words are worth at t = 1 to a model that knows the data's statistics.

@@ -90,3 +90,11 @@ def test_ideal_costs_of_a_word_that_decides_the_clip_and_of_one_that_does_not():
   r = cf.ideal_costs(np.stack(lat), caps, "color")
   assert r["clips"] == 200
   assert abs(r["gain_pct"]) < 3.0 and abs(r["swap_pct"]) < 3.0
+
+
+def test_ideal_loss_falls_as_the_caption_explains_more():
+  rng = np.random.default_rng(1)
+  caps = [f"a red circle bounces to the {('right', 'left')[i % 2]}" for i in range(200)]
+  lat = np.stack([(1.0 if i % 2 == 0 else -1.0) + rng.normal(size=(4,)) for i in range(200)])
+  none, known = cf.ideal_loss(lat, caps, ()), cf.ideal_loss(lat, caps, ("direction",))
+  assert none == pytest.approx(2.0, rel=0.15) and known == pytest.approx(1.0, rel=0.15)
