@@ -30,8 +30,8 @@ VAE_CRITIC_FROM = "workdirs/demo/vae"
 # 6000 steps with frame tasks and absolute positions (session 14): text-to-video scores as the
 # 8000-step text-only model did on 64 held-out prompts per split (colour 0.99 / 1.00, direction
 # 0.60 / 0.64 against 0.58 / 0.61, shape 0.39 / 0.45 against 0.47 / 0.48), and the same weights
-# do every frame-conditioned mode (image-to-video direction 0.81, extension 0.88, colour edits
-# 0.88; experiments/results/modes/s14_abs_tasks, RESULTS.md issue 13 session 14).
+# do every frame-conditioned mode (image-to-video and extension keep the object and its motion,
+# colour edits 0.88, loops close; experiments/results/modes/s14_abs_tasks, RESULTS.md issue 13 session 14).
 T2V_STEPS = 6000
 DIT_WORLD = "large"
 # Absolute sin-cos (t, h, w) beside RoPE: a rotary-only DiT sees offsets, so on pure noise it has
@@ -143,8 +143,7 @@ def get_config(arg=None):
         c.data.pack_tokens, c.data.pack_clips, c.data.batch_size = 320, 4, 4
       if a.tasks:
         # Every Sora mode from one model (issue 15): half the clips text-to-video, the rest with
-        # known frames (diffusion/conditioning.py). Known frames also make the direction words
-        # pay: given where the object starts, only the word says where it goes.
+        # known frames (diffusion/conditioning.py).
         c.diffusion.frame_tasks = FRAME_TASKS
       c.sample.steps = 25
       # 5: on the shipped model, 64 held-out prompts per split, shape is best at 3-5 (0.47 at 5,

@@ -5,7 +5,8 @@
 
 On held-out procedural clips (17 frames; short captions), one trained t2v run does:
   t2v            the caption alone (the reference row)
-  image-to-video frame 0 of the clip given; the caption
+  image-to-video frame 0 of the clip given; the caption (and again with the direction word
+                 swapped, scored against the swapped caption)
   extend         the clip's first 9 frames given, 17 generated (forward)
   extend back    the clip's last 8 frames given (backward)
   connect        clip A's first 5 frames, clip B's last 4 frames, A's caption
@@ -30,6 +31,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _plots import save_frames_png, write_table  # noqa: E402
 
 from sora_jax.data import pipeline  # noqa: E402
+from sora_jax.eval import counterfactual  # noqa: E402
 from sora_jax.eval import worlds as world_eval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
 
@@ -86,6 +88,15 @@ def run_modes(t2v: TextToVideo, clips: list[dict]) -> dict[str, dict]:
     vids.append(v)
     kept.append(np.abs(v[0].astype(float) - c["video"][0]).mean() / 255)
   record("image-to-video", vids, caps, kept)
+
+  # The same first frames under the opposite direction word, scored against it: does the model
+  # read the word, or only continue the motion the frame implies (the world starts a moving
+  # object on the side it leaves from)? Clips whose direction comes from the verb are skipped.
+  swapped = [(i, c, counterfactual.swap(c["caption"], "direction")) for i, c in enumerate(clips)]
+  swapped = [(i, c, s) for i, c, s in swapped if s != c["caption"]]
+  if len(swapped) >= 2:
+    vids = [t2v.image_to_video(s, c["video"][0], seed=i) for i, c, s in swapped]
+    record("image-to-video, direction word swapped", vids, [s for _, _, s in swapped])
 
   vids, kept = [], []
   for i, c in enumerate(clips):
