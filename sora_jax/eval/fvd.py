@@ -10,6 +10,8 @@ checkpoint has them, else the pooled last block. FVD is biased upwards at small 
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,11 +51,16 @@ def preprocess(videos: np.ndarray, size: int = SIZE) -> jax.Array:
   return jax.image.resize(x, (b, t, size, size, c), "bilinear")
 
 
+@functools.partial(jax.jit, static_argnames=("size", "key"))
+def _features(net: i3d_lib.I3D, videos: jax.Array, size: int, key: str) -> jax.Array:
+  # The weights are an argument, not a closure: one compile serves both sets of videos.
+  return i3d_lib.features(net, preprocess(videos, size))[key]
+
+
 def video_features(net: i3d_lib.I3D, videos, *, batch_size: int = 8, size: int = SIZE
                    ) -> np.ndarray:
   """I3D features [N, D] of uint8 videos [N, T, H, W, 3] (all of one shape)."""
   key = "logits" if net.logits is not None else "pool"
-  fn = jax.jit(lambda v: i3d_lib.features(net, preprocess(v, size))[key])
   out = []
   videos = np.asarray(videos)
   for i in range(0, len(videos), batch_size):
@@ -61,7 +68,7 @@ def video_features(net: i3d_lib.I3D, videos, *, batch_size: int = 8, size: int =
     pad = batch_size - len(chunk)   # one compiled shape; padded rows dropped
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out.append(np.asarray(fn(chunk))[:batch_size - pad])
+    out.append(np.asarray(_features(net, chunk, size, key))[:batch_size - pad])
   return np.concatenate(out)
 
 

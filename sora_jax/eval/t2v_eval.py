@@ -30,11 +30,12 @@ def _held_out(data_cfg, split: str, num: int):
   return itertools.islice(it, num)   # stops before rendering clip num + 1
 
 
-def caption_losses(t2v, split: str, num: int) -> dict[str, float]:
+def caption_losses(t2v, split: str, num: int, clips: list | None = None) -> dict[str, float]:
   """Held-out flow loss of `num` clips of `split` under their true captions, the null caption
-  and (procedural world) each swapped attribute: which words the model reads, no sampling."""
+  and (procedural world) each swapped attribute: which words the model reads, no sampling.
+  `clips`: those clips already rendered (`_held_out`), if the caller has them."""
   from sora_jax.eval import counterfactual
-  clips = list(_held_out(t2v.config.data, split, num))
+  clips = list(_held_out(t2v.config.data, split, num)) if clips is None else clips
   latents = np.stack([t2v.encode(b["video"][0]) for b in clips])
   return counterfactual.evaluate(t2v.system, t2v.params, latents,
                                  [str(b["caption"][0]) for b in clips],
@@ -95,16 +96,15 @@ def evaluate_model(t2v, split: str = "test", num_videos: int = 32, *, seed: int 
                        "trained size; drop --frames/--height/--width/--aspect/--seconds")
     from sora_jax.models import i3d
     net = i3d.load_i3d(fvd_weights)
-  captions = held_out_captions(t2v.config.data, split, num_videos)
-  result = evaluate(t2v, captions, seed=seed, size=size)
+  clips = list(_held_out(t2v.config.data, split, num_videos))   # rendered once, used thrice
+  result = evaluate(t2v, [str(b["caption"][0]) for b in clips], seed=seed, size=size)
   videos = result.pop("videos")
   result["split"] = split
   if trained_size:   # the held-out clips' losses too
-    result["caption_losses"] = caption_losses(t2v, split, num_videos)
+    result["caption_losses"] = caption_losses(t2v, split, num_videos, clips)
   if net is not None:
     from sora_jax.eval import fvd
-    real = [b["video"][0] for b in _held_out(t2v.config.data, split, num_videos)]
-    result["fvd"] = fvd.fvd(net, np.stack(real), np.stack(videos))
+    result["fvd"] = fvd.fvd(net, np.stack([b["video"][0] for b in clips]), np.stack(videos))
   return result
 
 
