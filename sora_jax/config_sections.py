@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import ml_collections as mlc
 
+from sora_jax.data.world.sampling import WORLDS
+
 DTYPES = ("float32", "bfloat16")
 
 # section name -> builder, and section name -> {key: allowed values}; filled by @_section.
@@ -67,7 +69,7 @@ TASK_RULES = {"vae": "vae", "t2v": "dit", "class_image": "dit"}
 
 # ----------------------------------------------------------------------------------- sections
 @_section(name=("shapes_world", "video_folder"), source=("procedural", "tfds"),
-          caption=("short", "detailed", "mixed"), world=("simple", "large", "standard", "full"))
+          caption=("short", "detailed", "mixed"), world=WORLDS)
 def data_section(**overrides) -> mlc.ConfigDict:
   """config.data: what clips to read and how to batch them (data/pipeline.py, data/builders.py)."""
   return _build("data", dict(
@@ -80,7 +82,8 @@ def data_section(**overrides) -> mlc.ConfigDict:
       height=64,                # pixels; a multiple of vae.spatial_compression
       width=64,                 # pixels; a multiple of vae.spatial_compression
       fps=8.0,                  # frames per second the clips are rendered / resampled at
-      world="full",             # shapes_world: simple (one object) | large (simple, 2x radius) | standard | full
+      world="full",             # shapes_world: simple (one object) | large (simple, 2x radius) | standard | full,
+                                # each also as <world>_free (start independent of direction)
       caption="mixed",          # short | detailed | mixed (a per-clip coin flip)
       text_len=64,              # tokens per caption (byte-level tokenizer)
       batch_size=8,             # global batch size over all processes

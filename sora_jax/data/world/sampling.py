@@ -18,7 +18,7 @@ def _rng(seed: int, split: str) -> np.random.Generator:
 
 
 def _object(rng: np.random.Generator, triple: tuple[str, str, str], primary: bool,
-            occluder: dict | None) -> WorldObject:
+            occluder: dict | None, free_start: bool = False) -> WorldObject:
   color, shape, motion = triple
   size = str(rng.choice(list(SIZES)))
   if motion == "shrink" and size == "small":
@@ -37,11 +37,13 @@ def _object(rng: np.random.Generator, triple: tuple[str, str, str], primary: boo
     if direction in ("left", "right"):
       o.vx, o.vy = sign * speed, float(rng.uniform(-0.25, 0.25)) * speed
       if primary:  # start on the side it leaves from: ≥ 0.3 of room before any wall
-        o.x = float(-sign * rng.uniform(0.05, 0.25))
+        u = float(rng.uniform(0.05, 0.25))
+        o.x = (u - 0.15) / 0.1 * FREE_BAND if free_start else -sign * u
     else:
       o.vy, o.vx = sign * speed, float(rng.uniform(-0.25, 0.25)) * speed
       if primary:
-        o.y = float(0.5 - sign * rng.uniform(0.1, 0.2))
+        u = float(rng.uniform(0.1, 0.2))
+        o.y = 0.5 + (u - 0.15) / 0.05 * FREE_BAND if free_start else 0.5 - sign * u
   elif motion == "fall":
     o.y = float(rng.uniform(0.12, 0.3))
     o.vx = float(rng.uniform(-0.08, 0.08))
@@ -84,7 +86,16 @@ def _background(rng: np.random.Generator) -> dict[str, Any]:
 # a caption names: one object on a smooth gradient, nothing hidden, a still camera. 'large' is
 # 'simple' with the object at twice the radius: 15-30 px across in a 64-px frame, 2-4 latent
 # pixels at 8x compression instead of 1-2, so the caption explains more of each clip's loss.
-WORLDS = ("simple", "large", "standard", "full")
+PRESETS = ("simple", "large", "standard", "full")
+# Each preset also comes '<preset>_free': the primary's start no longer depends on its direction.
+# In the presets a bouncing or crossing primary starts on the side it leaves from, so its first
+# frame gives its direction away: image-to-video then never needs the direction word, and in
+# detailed captions "starts near the left side" goes with "moves to the right". '_free' draws the
+# start from one band around the centre whatever the direction (the same random draws, mapped
+# symmetrically), so only the caption tells which way the object will go.
+WORLDS = PRESETS + tuple(f"{p}_free" for p in PRESETS)
+# Half-width of that band (frame heights), the same along x and y.
+FREE_BAND = 0.12
 _SCALE = {"large": 2.0}
 _ONE_OBJECT = ("simple", "large")   # one object on a gradient, no pillar, no pan
 # 'grow' doubles an object's size; at 2x scale a large one would outgrow the frame.
@@ -96,11 +107,13 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
 
   world: 'simple' (one object, gradient backdrop, no pillar, no pan), 'large' (the simple world,
   objects at twice the radius), 'standard' (one or two
-  objects, any backdrop, the pillar, no pan) or 'full'. The random draws are the same in every
-  world, so a seed's primary object is the same object in all three.
+  objects, any backdrop, the pillar, no pan) or 'full'; each with '_free' appended starts the
+  primary in a band around the centre whatever its direction. The random draws are the same in
+  every world, so a seed's primary object is the same object in all of them.
   """
   if world not in WORLDS:
     raise ValueError(f"world {world!r} is not known; use one of {', '.join(WORLDS)}")
+  world, free_start = world.removesuffix("_free"), world.endswith("_free")
   rng = _rng(seed, split)
   n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
   n = 1 if world in _ONE_OBJECT else min(n, 2) if world == "standard" else n
@@ -115,7 +128,7 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
   if rng.random() < 0.45 and world not in _ONE_OBJECT:
     occluder = {"x": float(rng.uniform(-0.3, 0.3)), "width": 0.0,
                 "shade": float(rng.uniform(115, 150))}
-  objects = [_object(rng, tr, i == 0, occluder) for i, tr in enumerate(triples)]
+  objects = [_object(rng, tr, i == 0, occluder, free_start) for i, tr in enumerate(triples)]
   if occluder is not None:
     p = objects[0]
     hide = 2 * p.radius * extent(p.shape)
