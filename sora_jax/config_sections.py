@@ -15,9 +15,12 @@ from typing import Any, Callable
 
 import ml_collections as mlc
 
-from sora_jax.data.world.sampling import WORLDS
-
 DTYPES = ("float32", "bfloat16")
+
+# The procedural world's names, here so that validating a config imports no data code;
+# data/world/sampling.py says what each preset and suffix does.
+WORLD_PRESETS = ("simple", "large", "standard", "full")
+WORLDS = WORLD_PRESETS + tuple(f"{p}_free" for p in WORLD_PRESETS)
 
 # section name -> builder, and section name -> {key: allowed values}; filled by @_section.
 SECTIONS: dict[str, Callable[..., mlc.ConfigDict]] = {}

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from sora_jax.config_sections import WORLDS
 from sora_jax.data.world.physics import GROW_FACTOR
 from sora_jax.data.world.vocab import (COLORS, DIRECTIONS, HELD_OUT_COMBOS, MOTIONS, SHAPES,
                                        SIZES, SPLITS, Scene, WorldObject, extent)
@@ -81,19 +82,17 @@ def _background(rng: np.random.Generator) -> dict[str, Any]:
           "amplitude": float(rng.uniform(5, 12))}
 
 
-# How much of the world a scene may hold. 'full' is the original world (several objects,
-# a pillar that hides the primary, camera pans, textured backdrops); 'simple' keeps only what
+# How much of the world a scene may hold (config_sections.WORLD_PRESETS). 'full' is the
+# original world (several objects, a pillar that hides the primary, camera pans, textured backdrops); 'simple' keeps only what
 # a caption names: one object on a smooth gradient, nothing hidden, a still camera. 'large' is
 # 'simple' with the object at twice the radius: 15-30 px across in a 64-px frame, 2-4 latent
 # pixels at 8x compression instead of 1-2, so the caption explains more of each clip's loss.
-PRESETS = ("simple", "large", "standard", "full")
 # Each preset also comes '<preset>_free': the primary's start no longer depends on its direction.
 # In the presets a bouncing or crossing primary starts on the side it leaves from, so its first
 # frame gives its direction away: image-to-video then never needs the direction word, and in
 # detailed captions "starts near the left side" goes with "moves to the right". '_free' draws the
 # start from one band around the centre whatever the direction (the same random draws, mapped
 # symmetrically), so only the caption tells which way the object will go.
-WORLDS = PRESETS + tuple(f"{p}_free" for p in PRESETS)
 # Half-width of that band (frame heights), the same along x and y.
 FREE_BAND = 0.12
 _SCALE = {"large": 2.0}
