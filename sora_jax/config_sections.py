@@ -20,7 +20,8 @@ DTYPES = ("float32", "bfloat16")
 # The procedural world's names, here so that validating a config imports no data code;
 # data/world/sampling.py says what each preset and suffix does.
 WORLD_PRESETS = ("simple", "large", "standard", "full")
-WORLDS = WORLD_PRESETS + tuple(f"{p}_free" for p in WORLD_PRESETS)
+WORLDS = tuple(p + free + shots for p in WORLD_PRESETS for free in ("", "_free")
+               for shots in ("", "_shots"))
 
 # section name -> builder, and section name -> {key: allowed values}; filled by @_section.
 SECTIONS: dict[str, Callable[..., mlc.ConfigDict]] = {}

@@ -153,8 +153,9 @@ def world_vocabulary() -> frozenset[str]:
                      world.DIRECTIONS, world.SIZES, world_captions.DIRECTION_WORDS,
                      world_captions.MOTION_PHRASES])
   for i in range(_NUM_SCENES):
-    # Every 4th scene from test_compositional: its held-out combos use the same words.
-    scene = world.sample_scene(i, "test_compositional" if i % 4 == 0 else "train")
+    # Every 4th scene from test_compositional: its held-out combos use the same words. The
+    # '_shots' world: the full world's scenes, half with a shot cut its captions describe.
+    scene = world.sample_scene(i, "test_compositional" if i % 4 == 0 else "train", "full_shots")
     for style in world.STYLES:
       vocab |= _words_of([world.caption(scene, style, seed=i)])
   return frozenset(vocab)

@@ -30,6 +30,6 @@ from sora_jax.data.world.vocab import (COLORS, DIRECTIONS, HELD_OUT_COMBOS, MAX_
 __all__ = [
     "COLORS", "DIRECTIONS", "GRAVITY", "GROW_FACTOR", "HELD_OUT_COMBOS", "MAX_OBJECTS", "MOTIONS",
     "RESTITUTION", "SCALE_TAU", "SHAPES", "SHAPE_WORDS", "SHRINK_FACTOR", "SIZES", "SPLITS",
-    "STYLES", "Scene", "VISIBLE_FRACTION", "WORLDS", "WorldObject", "caption", "extent", "generate_clip",
-    "render", "sample_scene", "scale_at", "trajectory",
+    "STYLES", "Scene", "VISIBLE_FRACTION", "WORLDS", "WorldObject", "caption", "extent",
+    "generate_clip", "render", "sample_scene", "scale_at", "trajectory",
 ]

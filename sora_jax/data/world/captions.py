@@ -57,6 +57,20 @@ _DETAIL = {
     "shrink": ("It shrinks to less than half its size.", "It becomes smaller and smaller."),
     "orbit": ("It follows a circular path.", "It loops around the same point."),
 }
+# Two-shot clips (worlds '..._shots'), keyed by whether the close-up comes first. The short
+# form keeps the single-shot caption's subject and motion in its first clause.
+_SHOTS_SHORT = {
+    False: ("{text}, then a close-up of the {color} {shape}",
+            "{text}; cut to a close-up of the {color} {shape}"),
+    True: ("a close-up of a {subj} {pg}, then a wide shot",
+           "a close-up of a {subj} {pg}; cut to a wide shot of the {color} {shape}"),
+}
+_SHOTS_DETAIL = {
+    False: ("The camera cuts from a wide view to a close-up of the {color} {shape}.",
+            "Two shots: a wide view, then a close-up of the {color} {shape}."),
+    True: ("The video opens on a close-up of the {color} {shape} and cuts to a wide view.",
+           "Two shots: a close-up of the {color} {shape}, then a wide view."),
+}
 _BACKGROUND = {
     "gradient": ("a dark gradient backdrop", "a dim, smoothly shaded backdrop"),
     "texture": ("a dark, softly textured backdrop", "a dim mottled background"),
@@ -98,6 +112,10 @@ def caption(scene: Scene, style: str = "short", seed: int = 0) -> str:
   p3, pg = _phrases(rng, p)
   if style == "short":
     text = _pick(rng, _SHORT).format(subj=_subject(rng, p, rng.random() < 0.3), p3=p3, pg=pg)
+    if scene.shots:
+      close_first = scene.shots[0]["zoom"] > 1.0
+      text = _pick(rng, _SHOTS_SHORT[close_first]).format(
+          text=text, color=p.color, shape=p.shape, subj=_subject(rng, p, False), pg=pg)
     return text
   # "It" must follow the primary's sentence directly; the other sentences come in any order.
   first = [f"A {_subject(rng, p, True)} {p3}.", f"It starts near {_where(p)}.",
@@ -118,6 +136,9 @@ def caption(scene: Scene, style: str = "short", seed: int = 0) -> str:
     way = "right" if scene.pan > 0 else "left"
     rest.append(_pick(rng, (f"The camera pans slowly to the {way}.",
                             f"The view drifts gently {way}ward.")))
+  if scene.shots:
+    rest.append(_pick(rng, _SHOTS_DETAIL[scene.shots[0]["zoom"] > 1.0])
+                .format(color=p.color, shape=p.shape))
   rest.append(_pick(rng, ("The scene is set against {b}.", "Behind everything is {b}."))
               .format(b=_pick(rng, _BACKGROUND[scene.background["kind"]])))
   order = rng.permutation(len(rest))

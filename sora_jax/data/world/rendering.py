@@ -84,6 +84,32 @@ def _background(bg: dict, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
   return img
 
 
+def camera(scene: Scene, t: np.ndarray, aspect: float
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """World x, y of the frame centre and the zoom at times t: the wide view (panning with
+  `scene.pan`) unless a shot cut (`scene.shots`) holds a close-up on the primary."""
+  t = np.asarray(t, np.float64)
+  cx, cy, zoom = scene.pan * t, np.full_like(t, 0.5), np.ones_like(t)
+  for shot in scene.shots or []:
+    on = t >= shot["start"]
+    if shot["zoom"] == 1.0:
+      x, y = scene.pan * t, np.full_like(t, 0.5)
+    else:  # held still on where the primary is at the shot's time 'at'
+      x, y, _, _ = (float(a[0]) for a in trajectory(
+          scene.objects[0], np.array([shot.get("at", shot["start"])]), aspect))
+    cx, cy, zoom = np.where(on, x, cx), np.where(on, y, cy), np.where(on, shot["zoom"], zoom)
+  return cx, cy, zoom
+
+
+def _in_view(x: float, y: float, cx: float, cy: float, zoom: float, aspect: float
+             ) -> tuple[float, float]:
+  """A world point as fractions of the frame width and height (the wide view's formula exactly
+  at zoom 1, so single-shot clips render as they always have)."""
+  if zoom == 1.0:
+    return (x - cx) / aspect + 0.5, y
+  return (x - cx) / aspect * zoom + 0.5, (y - cy) * zoom + 0.5
+
+
 def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0
            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Renders `frames` frames at times i / fps.
@@ -98,21 +124,25 @@ def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0
     raise ValueError(f"render needs frames, height, width >= 1 and fps > 0; got frames={frames}"
                      f", height={height}, width={width}, fps={fps}")
   T, H, W, M = frames, height, width, MAX_OBJECTS
-  aspect, pixel = W / H, 1.0 / H
+  aspect = W / H
   t = np.arange(T, dtype=np.float64) / fps
-  cam = scene.pan * t  # world x of the frame centre
+  cam, cy, zoom = camera(scene, t, aspect)  # world x, y of the frame centre; zoom
+  pixels = 1.0 / (H * zoom)  # [T] world size of a pixel
   cols = (np.arange(W) + 0.5) / W - 0.5
-  xs = (cam[:, None] + cols[None, :] * aspect)  # [T, W] world x of pixel centres
-  ys = (np.arange(H) + 0.5) / H  # [H]
+  xs = (cam[:, None] + cols[None, :] * aspect / zoom[:, None])  # [T, W] world x of pixel centres
+  rows = (np.arange(H) + 0.5) / H
+  # [1 | T, H] world y of pixel rows: the wide view's rows exactly, close-ups' per frame.
+  ys = rows[None] if scene.shots is None else cy[:, None] + (rows[None] - 0.5) / zoom[:, None]
   img = _background(scene.background, xs[:, None, :].astype(np.float32),
-                    ys[None, :, None].astype(np.float32))
+                    ys[:, :, None].astype(np.float32))
 
   occ = np.zeros((T, W), np.float32)
   if scene.occluder is not None:
     lo = scene.occluder["x"] - scene.occluder["width"] / 2
     hi = scene.occluder["x"] + scene.occluder["width"] / 2
-    occ = (np.clip(np.minimum(hi, xs + pixel / 2) - np.maximum(lo, xs - pixel / 2), 0, pixel)
-           / pixel).astype(np.float32)
+    pix = pixels[:, None]
+    occ = (np.clip(np.minimum(hi, xs + pix / 2) - np.maximum(lo, xs - pix / 2), 0, pix)
+           / pix).astype(np.float32)
 
   objs = scene.objects[:M]
   tracks = [trajectory(o, t, aspect) for o in objs]
@@ -123,16 +153,18 @@ def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0
   order = list(range(len(objs)))[::-1]  # the primary (index 0) is drawn last, on top
   for f in range(T):
     layers = []  # (k, i0, j0, alpha) in draw order
+    z, row = float(zoom[f]), min(f, len(ys) - 1)
     for k in order:
       o = objs[k]
       x, y, ang, sc = (float(a[f]) for a in tracks[k])
       size = o.radius * sc
       reach = size * extent(o.shape)
-      ci, cj = y * H - 0.5, (x - cam[f]) / aspect * W + W / 2 - 0.5  # pixel-index centre
-      rp = reach * H + 1.5
+      fx, fy_ = _in_view(x, y, float(cam[f]), float(cy[f]), z, aspect)
+      pos[f, k] = (fx, fy_)
+      ci, cj = fy_ * H - 0.5, fx * W - 0.5  # pixel-index centre
+      rp = reach * H * z + 1.5
       i0, i1 = max(0, math.floor(ci - rp)), min(H, math.ceil(ci + rp) + 1)
       j0, j1 = max(0, math.floor(cj - rp)), min(W, math.ceil(cj + rp) + 1)
-      pos[f, k] = ((x - cam[f]) / aspect + 0.5, y)
       if o.shape == "circle":
         ex = ey = reach
       else:
@@ -140,17 +172,18 @@ def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0
         v = OUTLINES[o.shape] * size
         ex = float(np.max(np.abs(c * v[:, 0] - s * v[:, 1])))
         ey = float(np.max(np.abs(s * v[:, 0] + c * v[:, 1])))
-      boxes[f, k] = np.clip([pos[f, k, 0] - ex / aspect, y - ey, pos[f, k, 0] + ex / aspect,
-                             y + ey], 0.0, 1.0)
+      ex, ey = ex * z, ey * z
+      boxes[f, k] = np.clip([pos[f, k, 0] - ex / aspect, fy_ - ey, pos[f, k, 0] + ex / aspect,
+                             fy_ + ey], 0.0, 1.0)
       if i0 >= i1 or j0 >= j1:
         continue
-      alpha = coverage(o.shape, (xs[f, j0:j1] - x)[None, :], (ys[i0:i1] - y)[:, None],
-                       size, ang, pixel)
+      alpha = coverage(o.shape, (xs[f, j0:j1] - x)[None, :], (ys[row, i0:i1] - y)[:, None],
+                       size, ang, float(pixels[f]))
       crop = img[f, i0:i1, j0:j1]
       crop += alpha[..., None] * (np.asarray(COLORS[o.color], np.float32) - crop)
       layers.append((k, i0, j0, alpha))
     for n, (k, i0, j0, alpha) in enumerate(layers):
-      area = unit_area(objs[k].shape) * (objs[k].radius * float(tracks[k][3][f]) * H) ** 2
+      area = unit_area(objs[k].shape) * (objs[k].radius * float(tracks[k][3][f]) * H * z) ** 2
       vis = alpha.copy()
       for k2, a0, b0, alpha2 in layers[n + 1:]:  # objects drawn on top of this one
         r0, r1 = max(i0, a0), min(i0 + vis.shape[0], a0 + alpha2.shape[0])
@@ -164,7 +197,7 @@ def render(scene: Scene, frames: int, height: int, width: int, fps: float = 8.0
   if scene.occluder is not None:
     shade = scene.occluder["shade"] * (0.9 + 0.2 * ys.astype(np.float32))  # lit from below
     a = occ[:, None, :, None]
-    img = img * (1 - a) + a * shade[None, :, None, None]
+    img = img * (1 - a) + a * shade[:, :, None, None]
   video = np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
   ids = np.full((3, M), -1, np.int32)

@@ -83,16 +83,23 @@ def _background(rng: np.random.Generator) -> dict[str, Any]:
 
 
 # How much of the world a scene may hold (config_sections.WORLD_PRESETS). 'full' is the
-# original world (several objects, a pillar that hides the primary, camera pans, textured backdrops); 'simple' keeps only what
-# a caption names: one object on a smooth gradient, nothing hidden, a still camera. 'large' is
-# 'simple' with the object at twice the radius: 15-30 px across in a 64-px frame, 2-4 latent
-# pixels at 8x compression instead of 1-2, so the caption explains more of each clip's loss.
+# original world (several objects, a pillar that hides the primary, camera pans, textured
+# backdrops); 'simple' keeps only what a caption names: one object on a smooth gradient, nothing
+# hidden, a still camera. 'large' is 'simple' with the object at twice the radius: 15-30 px
+# across in a 64-px frame, 2-4 latent pixels at 8x compression instead of 1-2, so the caption
+# explains more of each clip's loss.
 # Each preset also comes '<preset>_free': the primary's start no longer depends on its direction.
 # In the presets a bouncing or crossing primary starts on the side it leaves from, so its first
 # frame gives its direction away: image-to-video then never needs the direction word, and in
 # detailed captions "starts near the left side" goes with "moves to the right". '_free' draws the
 # start from one band around the centre whatever the direction (the same random draws, mapped
 # symmetrically), so only the caption tells which way the object will go.
+# And '..._shots' (after '_free' if both): half the clips cut once, from the wide view to a
+# close-up of the primary or the other way round (`_shots`), and their captions say so.
+MULTI_SHOT_FRACTION = 0.5
+CUT_AFTER = (0.8, 1.3)     # seconds: the cut falls mid-clip in the demo's 2-second clips
+CLOSE_UP_ZOOM = (1.5, 1.9)
+MIN_CLOSE_UP = 1.4
 # Half-width of that band (frame heights), the same along x and y.
 FREE_BAND = 0.12
 _SCALE = {"large": 2.0}
@@ -112,6 +119,7 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
   """
   if world not in WORLDS:
     raise ValueError(f"world {world!r} is not known; use one of {', '.join(WORLDS)}")
+  world, shots = world.removesuffix("_shots"), world.endswith("_shots")
   world, free_start = world.removesuffix("_free"), world.endswith("_free")
   rng = _rng(seed, split)
   n = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
@@ -149,5 +157,28 @@ def sample_scene(seed: int, split: str = "train", world: str = "full") -> Scene:
     o.scale = _SCALE.get(world, 1.0)
     if o.motion == "grow" and o.scale > 1.0:
       o.scale = max(1.0, min(o.scale, _MAX_GROWN_RADIUS / (GROW_FACTOR * SIZES[o.size])))
-  return Scene(seed=int(seed), split=split, objects=objects, background=background,
-               occluder=occluder, pan=pan)
+  scene = Scene(seed=int(seed), split=split, objects=objects, background=background,
+                occluder=occluder, pan=pan)
+  if shots:
+    scene.shots = _shots(np.random.default_rng([int(seed) & 0xFFFFFFFF, SPLITS.index(split),
+                                                0x5407]), objects[0])
+  return scene
+
+
+def _shots(rng: np.random.Generator, primary: WorldObject) -> list[dict[str, float]] | None:
+  """Two shots or none, in a generator of their own, so the scene itself is the one the world
+  without '_shots' draws. The close-up keeps the primary within the middle 60 % of the frame
+  (at least x1.4), so the subject is all there in both shots."""
+  if rng.random() >= MULTI_SHOT_FRACTION:
+    return None
+  cut, zoom = float(rng.uniform(*CUT_AFTER)), float(rng.uniform(*CLOSE_UP_ZOOM))
+  reach = primary.radius * extent(primary.shape) * (GROW_FACTOR if primary.motion == "grow" else 1)
+  zoom = max(MIN_CLOSE_UP, min(zoom, 0.3 / reach))
+  # Framed on where the primary is half a second into the close-up (mid-shot for the first
+  # shot), so a moving subject crosses the frame's centre instead of leaving it.
+  wide, close = {"start": 0.0, "zoom": 1.0}, {"start": 0.0, "zoom": zoom, "at": 0.5 * cut}
+  if rng.random() < 0.5:
+    wide["start"] = cut
+    return [close, wide]
+  close.update(start=cut, at=cut + 0.5)
+  return [wide, close]

@@ -84,9 +84,16 @@ class Scene:
   background: dict[str, Any]
   occluder: dict[str, float] | None = None  # {'x', 'width', 'shade'}: a full-height pillar
   pan: float = 0.0  # camera x velocity, frame heights / s
+  # Shot cuts: None = one continuous shot. Else shots in time order, each {'start': s,
+  # 'zoom': z[, 'at': t]}: from `start` the camera shows zoom 1 (the wide view, which follows
+  # `pan`) or a close-up at `zoom`, held still on where the primary is at time `at`.
+  shots: list[dict[str, float]] | None = None
 
   def to_dict(self) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(self)))
+    d = json.loads(json.dumps(dataclasses.asdict(self)))
+    if d["shots"] is None:
+      del d["shots"]   # single-shot scenes keep the JSON they had before shots existed
+    return d
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "Scene":
