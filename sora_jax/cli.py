@@ -4,6 +4,7 @@ r"""sora-jax: train | sample | eval | data | flops | shardings | demo.
   sora-jax train --config=configs/t2v.py:variant=S --config.vae_workdir=runs/vae --workdir=runs/t2v
   sora-jax sample --workdir=runs/t2v --prompt "a red circle bounces to the right" --out v.mp4
   sora-jax eval vae --workdir=runs/vae --split=test --out=metrics.json
+  sora-jax eval shots --workdir=runs/t2v --num=16     # two-shot prompts: cut, subject kept
   sora-jax data preview --config=configs/demo.py --out preview.mp4
   sora-jax flops --config=configs/dit_paper.py:variant=XL/2
   sora-jax shardings --config=configs/t2v.py:variant=B
@@ -165,8 +166,12 @@ def cmd_eval(argv):
         workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
         num_videos=_NUM.value if _NUM.present else 2,
         prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value)
+  elif what == "shots":
+    from sora_jax.eval import shots
+    result = shots.evaluate_workdir(workdir, num_videos=_NUM.value if _NUM.present else 16,
+                                    split=_SPLIT.value, seed=_SEED.value)
   else:
-    raise app.UsageError("usage: sora-jax eval vae|t2v|long --workdir=W [--split=test] "
+    raise app.UsageError("usage: sora-jax eval vae|t2v|long|shots --workdir=W [--split=test] "
                          "[--seconds=60] [--out=F]")
   text = json.dumps(result, indent=2)
   print(text)

@@ -110,6 +110,8 @@ def test_wrong_kind_of_workdir_is_named(capsys, tmp_path, keys):
   assert code == 2 and "is a vae run, not a t2v run" in err
   code, err = sora(capsys, "eval", "vae", f"--workdir={DEMO}")
   assert code == 2 and "is a t2v run, not a vae run" in err
+  code, err = sora(capsys, "eval", "shots", f"--workdir={vae}")
+  assert code == 2 and "is a vae run, not a t2v run" in err
   code, err = sora(capsys, "sample", f"--workdir={tmp_path / 'missing'}")
   assert code == 2 and "no config.json" in err
 
