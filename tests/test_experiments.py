@@ -145,3 +145,18 @@ def test_vae_recon_scores_the_shipped_vae_on_a_world(tmp_path, monkeypatch):
   assert m["procedural"]["psnr"] > 15 and m["adherence_ceiling"]["world"] == "large"
   assert m["adherence_ceiling"]["as_rendered"]["color"] == 1.0
   assert os.path.getsize(tmp_path / "recon.png") > 1000
+
+
+def test_direction_probe_and_multishot_tables(t2v_tiny):
+  """The probes run on any model (here the tiny one) and print one row per prompt / run."""
+  from experiments import direction_probe, multishot
+  from sora_jax.eval import shots
+  rows = direction_probe.probe(t2v_tiny, "red square", seeds=2)
+  assert [r["prompt"].split(" ", 3)[3] for r in rows] == [p for p, _ in direction_probe.PHRASES]
+  assert all(0 <= r["direction"] <= 1 for r in rows)
+  md = direction_probe.table_md({"tiny": rows})
+  assert md.count("| tiny |") == len(direction_probe.PHRASES)
+  fake = {"world": "large_shots", "num_videos": 2, "cuts_unasked": 0.5,
+          "shots": dict.fromkeys(shots.KEYS, 0.25), "chance": dict.fromkeys(shots.KEYS, 0.0),
+          "adherence_one_shot": {"color": 1.0, "shape": 0.5}}
+  assert "| tiny | large_shots | 0.25 (0.00)" in multishot.table_md({"tiny": fake})
