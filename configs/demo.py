@@ -6,7 +6,10 @@ Two stages share one data setup (17 frames of 64x64 from the procedural world):
        --workdir=workdirs/demo/vae_critic, then give the t2v stage that vae_workdir)
   sora-jax train --config=configs/demo.py:stage=t2v --workdir=workdirs/demo/t2v \
       --config.vae_workdir=workdirs/demo/vae
-The shipped demo weights (sora_jax/assets/demo) are the EMA weights of exactly these two runs;
+  sora-jax train --config=configs/demo.py:stage=t2v_shots --workdir=workdirs/demo/t2v_shots \
+      --config.vae_workdir=workdirs/demo/vae
+The shipped demo weights (sora_jax/assets/demo) are the EMA weights of the vae run and the last
+of these;
 see README. VAE_PHASES continue the VAE run to the 30 dB model of experiments/vae_30db.sh.
 Every key and its default: sora_jax/config_sections.py.
 """
@@ -44,6 +47,15 @@ T2V_LR = 1e-3
 # mostly at high noise, where the caption decides the clip; the DiT then reads its text from
 # step 500 (text gain 3.4 % vs 0.02 % at the old 0.56; experiments/results/shift_large).
 T2V_SHIFT_TOKENS, T2V_SHIFT = 80, 3.0
+# stage=t2v_shots: the t2v stage's weights fine-tuned on DIT_WORLD + '_shots' (half the clips cut
+# once between the wide view and a close-up, and their captions say so), everything else the t2v
+# stage's. 1500 steps at half the learning rate (26 min on the box): on 32 held-out two-shot
+# prompts a cut 0.44 (the t2v stage 0.09; 0.19 unasked on one-shot prompts), the close-up the
+# larger shot 0.52 (0.08), colour kept across the cut 0.96 (0.53); one-shot text-to-video on 64
+# held-out prompts per split: colour 0.99 / 1.00, direction 0.62 / 0.63 (0.60 / 0.64), shape
+# 0.34 / 0.37 (0.39 / 0.45) (experiments/results/multishot; RESULTS.md, issue 15, session 17).
+SHOTS_STEPS, SHOTS_LR, SHOTS_WARMUP = 1500, 5e-4, 150
+SHOTS_FROM = "workdirs/demo/t2v"
 # stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
 MIX = "17x64x64:2,17x64x112,17x112x64,33x64x64,1x64x64"
 # stage=t2v (tasks=1, the default; tasks=0 trains text-to-video only): the frame-conditioning
@@ -82,11 +94,12 @@ def get_config(arg=None):
   a = common.parse_arg(arg, stage="t2v", steps=0, world="", comp="4x8x8", zch=16,
                        patch="1x2x2", text="words:96", mix=False, tasks=True, runlocal=False,
                        **_VAE_LOSS)
-  world = a.world or {"vae": "full"}.get(a.stage, DIT_WORLD)
+  shots = a.stage == "t2v_shots"
+  world = a.world or {"vae": "full", "t2v_shots": DIT_WORLD + "_shots"}.get(a.stage, DIT_WORLD)
   local = ",runlocal" if a.runlocal else ""
   critic = a.stage == "vae_critic"
-  if critic and not a.steps:
-    a.steps = VAE_CRITIC_STEPS
+  if (critic or shots) and not a.steps:
+    a.steps = VAE_CRITIC_STEPS if critic else SHOTS_STEPS
   if a.stage in ("vae", "vae_critic"):
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
     # (or minute-long, chunked) clips, and 9 frames halve the CPU cost of a step.
@@ -108,7 +121,7 @@ def get_config(arg=None):
       c.vae.adv_weight, c.vae.adv_adaptive, c.vae.adv_start_step = VAE_CRITIC_WEIGHT, True, 0
       c.train.init_from = VAE_CRITIC_FROM
     c.lock()
-  elif a.stage == "t2v":
+  elif a.stage in ("t2v", "t2v_shots"):
     if any(a[k] != v for k, v in _VAE_LOSS.items()):
       raise ValueError("config arguments 'loss' and 'kl' belong to stage=vae; drop them for "
                        "stage=t2v (its VAE comes from vae_workdir)")
@@ -149,8 +162,12 @@ def get_config(arg=None):
       # 5: on the shipped model, 64 held-out prompts per split, shape is best at 3-5 (0.47 at 5,
       # 0.40 at 8) and direction the same at 3, 5 and 8 (RESULTS.md, issue 13, session 11).
       c.sample.guidance_scale = 5.0
+      if shots:
+        c.train.init_from = SHOTS_FROM
+        c.optim.lr, c.optim.warmup_steps = SHOTS_LR, SHOTS_WARMUP
+        c.train.eval_every = a.steps
     c.lock()
   else:
-    raise ValueError(f"config argument 'stage' must be 'vae', 'vae_critic' or 't2v', got "
-                     f"{a.stage!r}")
+    raise ValueError(f"config argument 'stage' must be 'vae', 'vae_critic', 't2v' or "
+                     f"'t2v_shots', got {a.stage!r}")
   return c

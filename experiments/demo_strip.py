@@ -17,12 +17,14 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sora_jax import demo, runs  # noqa: E402
+from sora_jax.eval import shots  # noqa: E402
 from sora_jax.eval import worlds as world_eval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
 
 PROMPTS = ("a red circle bounces to the right", "a blue square falls down",
            "a yellow star moves to the left", "a green triangle grows larger",
-           "a magenta circle bounces upward", "a cyan square slides to the right")
+           "a magenta circle bounces upward", "a cyan square slides to the right",
+           "a close-up of a magenta triangle falling down, then a wide shot")
 
 
 def strip(videos, labels, out_png: str, scale: int = 2, every: int = 2) -> None:
@@ -55,9 +57,14 @@ def main(argv=None) -> int:
   videos = [t2v(p, seed=a.seed, guidance_scale=a.guidance) for p in prompts]   # one prompt per call, as the demo does
   labels = []
   for p, v in zip(prompts, videos):
-    s = world_eval.score_video(v, p, fps=float(system.config.data.fps))
-    labels.append(f"{p}   colour {s['color']:.2f}  shape {s['shape']:.2f}  "
-                  f"direction {s['direction']:.2f}")
+    if shots.parse_shots(p):   # two shots: is there a cut, and is the subject kept across it
+      s = shots.score_shots(v, p)
+      labels.append(f"{p}   cut {s['cut']:.0f}  close-up {s['closeup']:.2f}  "
+                    f"colour kept {s['color_kept']:.2f}  shape kept {s['shape_kept']:.2f}")
+    else:
+      s = world_eval.score_video(v, p, fps=float(system.config.data.fps))
+      labels.append(f"{p}   colour {s['color']:.2f}  shape {s['shape']:.2f}  "
+                    f"direction {s['direction']:.2f}")
     print(labels[-1], flush=True)
   strip(videos, labels, a.out)
   print(f"wrote {a.out}")

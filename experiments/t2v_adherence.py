@@ -1,7 +1,8 @@
 """Study: does the text-to-video model follow its prompts? World-evaluator scores on held-out
 captions (test split and unseen colour×shape×motion combinations) against the chance level.
 
-  python experiments/t2v_adherence.py --workdir=workdirs/demo/t2v [--num=64] [--out=results/t2v]
+  python experiments/t2v_adherence.py --workdir=workdirs/demo/t2v [--num=64] [--out=results/t2v] \
+      [--world=large]   # prompts from another world than the run's
 
 Writes metrics.json, curves.png (training loss) and samples.png (generated frames per prompt).
 """
@@ -26,13 +27,19 @@ def main():
   ap.add_argument("--splits", default="test,test_compositional")
   ap.add_argument("--steps", type=int, default=None)
   ap.add_argument("--guidance", type=float, default=None)
+  ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
+                  "(e.g. a '_shots' run scored on the one-shot prompts of 'large')")
   ap.add_argument("--out", default="results/t2v_adherence")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   t2v = TextToVideo.from_workdir(a.workdir, on_long="warn")   # captions as training cut them
-  results = {}
+  data = t2v.config.data.copy_and_resolve_references()
+  if a.world:
+    with data.unlocked():
+      data.world = a.world
+  results = {"world": str(data.world)}
   for split in a.splits.split(","):
-    captions = t2v_eval.held_out_captions(t2v.config.data, split, a.num)
+    captions = t2v_eval.held_out_captions(data, split, a.num)
     r = t2v_eval.evaluate(t2v, captions, num_steps=a.steps, guidance_scale=a.guidance)
     videos = r.pop("videos")
     results[split] = r

@@ -2,7 +2,8 @@
 
 By default it samples from the small model shipped in `sora_jax/assets/demo` (EMA weights of a
 VAE and a DiT trained on the procedural world). `sora-jax demo --train` makes those weights from
-scratch with the project's own commands — the two stages of configs/demo.py, then an export —
+scratch with the project's own commands — the three stages of configs/demo.py (VAE, DiT, DiT
+fine-tuned on multi-shot clips), then an export —
 which is exactly how the shipped ones were made.
 """
 from __future__ import annotations
@@ -15,14 +16,20 @@ ASSETS = os.path.join(os.path.dirname(__file__), "assets", "demo")
 
 
 def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> str:
-  """Trains both demo stages (resuming if interrupted) and exports their EMA weights."""
+  """Trains the demo stages (each resuming if interrupted) and exports the EMA weights of the
+  VAE and of the last DiT stage."""
   from configs import demo as demo_config
   from sora_jax.train import loop
-  vae_dir, t2v_dir = os.path.join(workdir, "vae"), os.path.join(workdir, "t2v")
+  vae_dir = os.path.join(workdir, "vae")
   loop.train(demo_config.get_config("stage=vae"), vae_dir)
-  cfg = demo_config.get_config("stage=t2v").unlock()
-  cfg.vae_workdir = os.path.abspath(vae_dir)
-  loop.train(cfg.lock(), t2v_dir)
+  t2v_dir = ""
+  for stage in ("t2v", "t2v_shots"):
+    cfg = demo_config.get_config(f"stage={stage}").unlock()
+    cfg.vae_workdir = os.path.abspath(vae_dir)
+    if t2v_dir:
+      cfg.train.init_from = os.path.abspath(t2v_dir)   # the stage before, wherever workdir is
+    t2v_dir = os.path.join(workdir, stage)
+    loop.train(cfg.lock(), t2v_dir)
   return export_assets(vae_dir, t2v_dir, out_dir)
 
 

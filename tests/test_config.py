@@ -27,7 +27,7 @@ def test_parse_arg_errors_name_the_argument(arg, match):
     lambda: vae.get_config(), lambda: vae.get_config("runlocal"),
     lambda: t2v.get_config(), lambda: t2v.get_config("runlocal,res=32,frames=9"),
     lambda: demo.get_config("stage=vae"), lambda: demo.get_config("stage=t2v"),
-    lambda: dit_paper.get_config("variant=XL/2"),
+    lambda: demo.get_config("stage=t2v_shots"), lambda: dit_paper.get_config("variant=XL/2"),
 ])
 def test_shipped_configs_validate(getter):
   C.validate(getter(), num_devices=4)
@@ -57,6 +57,20 @@ def test_demo_vae_critic_stage_fine_tunes_the_vae_stage_on_the_dit_world():
   # Only the critic differs from the vae stage's model, so its checkpoints start this stage.
   assert [d for d in setup.architecture_diff(base, critic)
           if not d.startswith(warm_start._TOLERATED)] == []
+
+
+def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
+  from sora_jax.train import setup, warm_start
+  base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")
+  C.validate(shots, num_devices=1)
+  assert shots.data.world == demo.DIT_WORLD + "_shots" and shots.train.init_from == demo.SHOTS_FROM
+  assert (shots.train.steps, shots.optim.lr, shots.optim.warmup_steps) == (
+      demo.SHOTS_STEPS, demo.SHOTS_LR, demo.SHOTS_WARMUP)
+  assert shots.diffusion.frame_tasks == base.diffusion.frame_tasks   # every mode is kept
+  assert [d for d in setup.architecture_diff(base, shots)
+          if not d.startswith(warm_start._TOLERATED)] == []
+  with pytest.raises(ValueError, match="'t2v_shots'"):
+    demo.get_config("stage=shots")
 
 
 def test_demo_stages_learn_their_own_worlds_and_read_whole_captions():

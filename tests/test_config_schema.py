@@ -462,6 +462,7 @@ CONFIGS = {
     "t2v:v,B": lambda: t2v.get_config("objective=v,variant=B,res=64x112,frames=9"),
     "demo:vae": lambda: demo.get_config("stage=vae"),
     "demo:t2v": lambda: demo.get_config("stage=t2v"),
+    "demo:t2v_shots": lambda: demo.get_config("stage=t2v_shots"),
     "demo:vae,runlocal": lambda: demo.get_config("stage=vae,runlocal"),
     "demo:t2v,runlocal": lambda: demo.get_config("stage=t2v,runlocal"),
     "dit_paper": lambda: dit_paper.get_config(),
