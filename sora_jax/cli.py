@@ -36,6 +36,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from sora_jax import config_sections
+
 COMMANDS = ("train", "sample", "eval", "data", "flops", "shardings", "demo", "keys", "verify")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:args].",
@@ -77,8 +79,9 @@ _FVD_WEIGHTS = flags.DEFINE_string("fvd_weights", None, "eval t2v: a local I3D c
                                    "(.npz/.safetensors, pytorch-i3d names; models/i3d.py): "
                                    "adds FVD against the held-out clips.")
 _FOLDER = flags.DEFINE_string("folder", None, "A directory of real videos (video_folder).")
-_WORLD = flags.DEFINE_enum("world", None, ["simple", "large", "standard", "full"],
-                           "eval vae: score clips of this world preset (default: the run's).")
+_WORLD = flags.DEFINE_enum("world", None, list(config_sections.WORLDS),
+                           "eval vae / t2v: clips (and prompts) of this world instead of the "
+                           "run's; e.g. --world=large scores a '_shots' run on one-shot prompts.")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
 _TRAIN = flags.DEFINE_bool("train", False, "demo: train both stages from scratch first.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sample/demo: replace an existing --out; "
@@ -159,7 +162,7 @@ def cmd_eval(argv):
                 aspect=_ASPECT.value, seconds=_SECONDS.value)
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
                                        seed=_SEED.value, size=size,
-                                       fvd_weights=_FVD_WEIGHTS.value)
+                                       fvd_weights=_FVD_WEIGHTS.value, world=_WORLD.value)
   elif what == "long":
     from sora_jax.eval import t2v_eval
     result = t2v_eval.evaluate_long_workdir(

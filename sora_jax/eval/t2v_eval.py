@@ -77,17 +77,20 @@ def direction_by_motion(rows: list[dict], captions: list[str]) -> dict[str, list
 
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
                      seed: int = 0, size: dict | None = None,
-                     fvd_weights: str | None = None) -> dict:
+                     fvd_weights: str | None = None, world: str | None = None) -> dict:
   from sora_jax.pipeline import TextToVideo
   t2v = TextToVideo.from_workdir(workdir, on_long="warn")   # captions as training cut them
-  return evaluate_model(t2v, split, num_videos, seed=seed, size=size, fvd_weights=fvd_weights)
+  return evaluate_model(t2v, split, num_videos, seed=seed, size=size, fvd_weights=fvd_weights,
+                        world=world)
 
 
 def evaluate_model(t2v, split: str = "test", num_videos: int = 32, *, seed: int = 0,
-                   size: dict | None = None, fvd_weights: str | None = None) -> dict:
-  """Adherence with chance on `num_videos` held-out captions of `split`; at the trained size
-  also the held-out caption losses and, given a local I3D checkpoint (`fvd_weights`,
-  models/i3d.py), FVD of the videos against the held-out clips whose captions prompted them."""
+                   size: dict | None = None, fvd_weights: str | None = None,
+                   world: str | None = None) -> dict:
+  """Adherence with chance on `num_videos` held-out captions of `split` (of `world`, default the
+  run's); at the trained size also the held-out caption losses and, given a local I3D
+  checkpoint (`fvd_weights`, models/i3d.py), FVD of the videos against the held-out clips whose
+  captions prompted them."""
   trained_size = not any((size or {}).values())
   net = None
   if fvd_weights:   # bad input fails here, before any sampling
@@ -96,10 +99,15 @@ def evaluate_model(t2v, split: str = "test", num_videos: int = 32, *, seed: int 
                        "trained size; drop --frames/--height/--width/--aspect/--seconds")
     from sora_jax.models import i3d
     net = i3d.load_i3d(fvd_weights)
-  clips = list(_held_out(t2v.config.data, split, num_videos))   # rendered once, used thrice
+  data = t2v.config.data
+  if world:
+    data = data.copy_and_resolve_references()
+    with data.unlocked():
+      data.world = world
+  clips = list(_held_out(data, split, num_videos))   # rendered once, used thrice
   result = evaluate(t2v, [str(b["caption"][0]) for b in clips], seed=seed, size=size)
   videos = result.pop("videos")
-  result["split"] = split
+  result["split"], result["world"] = split, str(data.world)
   if trained_size:   # the held-out clips' losses too
     result["caption_losses"] = caption_losses(t2v, split, num_videos, clips)
   if net is not None:

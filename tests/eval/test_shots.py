@@ -81,3 +81,8 @@ def test_evaluate_on_a_tiny_model(t2v_tiny):
   assert all(shots.parse_shots(c) for c in r["captions"]) and len(r["videos"]) == 2
   assert 0.0 <= r["cuts_unasked"] <= 1.0 and r["world"].startswith(("large", "simple", "full",
                                                                      "standard"))
+  # `sora-jax eval t2v --world=...`: a run scored on another world's prompts (a '_shots' run on
+  # one-shot prompts, or here the reverse).
+  from sora_jax.eval import t2v_eval
+  other = t2v_eval.evaluate_model(t2v_tiny, "test", 1, world="large_shots")
+  assert other["world"] == "large_shots" and other["num_videos"] == 1
