@@ -33,10 +33,7 @@ def main():
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   t2v = TextToVideo.from_workdir(a.workdir, on_long="warn")   # captions as training cut them
-  data = t2v.config.data.copy_and_resolve_references()
-  if a.world:
-    with data.unlocked():
-      data.world = a.world
+  data = t2v_eval.data_of_world(t2v.config.data, a.world)
   results = {"world": str(data.world)}
   for split in a.splits.split(","):
     captions = t2v_eval.held_out_captions(data, split, a.num)

@@ -19,6 +19,17 @@ def held_out_captions(data_cfg, split: str, num: int) -> list[str]:
   return [str(b["caption"][0]) for b in _held_out(data_cfg, split, num)]
 
 
+def data_of_world(data_cfg, world: str | None):
+  """`data_cfg` with its world replaced (a copy), or as it is when `world` is empty: prompts
+  from another world than the run's, e.g. a '_shots' run scored on one-shot prompts."""
+  if not world:
+    return data_cfg
+  data_cfg = data_cfg.copy_and_resolve_references()
+  with data_cfg.unlocked():
+    data_cfg.world = world
+  return data_cfg
+
+
 def _held_out(data_cfg, split: str, num: int):
   """The first `num` clips of `split` in order, one per batch, with their short captions."""
   cfg = data_cfg.copy_and_resolve_references()
@@ -99,11 +110,7 @@ def evaluate_model(t2v, split: str = "test", num_videos: int = 32, *, seed: int 
                        "trained size; drop --frames/--height/--width/--aspect/--seconds")
     from sora_jax.models import i3d
     net = i3d.load_i3d(fvd_weights)
-  data = t2v.config.data
-  if world:
-    data = data.copy_and_resolve_references()
-    with data.unlocked():
-      data.world = world
+  data = data_of_world(t2v.config.data, world)
   clips = list(_held_out(data, split, num_videos))   # rendered once, used thrice
   result = evaluate(t2v, [str(b["caption"][0]) for b in clips], seed=seed, size=size)
   videos = result.pop("videos")
