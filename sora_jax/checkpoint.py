@@ -37,10 +37,25 @@ def _slow_save_seconds(step: int) -> float:
   return float(seconds or 0) if int(at) == step else 0.0
 
 
+def _single_process_array_writes() -> None:
+  """On a one-process CPU run, each array is written whole: no replica-parallel slicing.
+
+  Orbax's default on CPU and TPU splits a replicated array into one slice per replica, so that
+  several hosts (or several chips' host transfers) share the writing. On one CPU process the
+  replicas are the same memory, and the split is an eager device slice per replica: a data=8
+  state of the 0.25M-parameter runlocal DiT became ~2,000 dispatches, ~1.7 s of a 2.3 s save on
+  the 2-core box (0.4 s without). Accelerators and multi-process jobs keep orbax's default.
+  """
+  if jax.process_count() == 1 and jax.default_backend() == "cpu":
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpointer:
   """Saves/restores {state, data} under `workdir/checkpoints/<step>`."""
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    _single_process_array_writes()
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
