@@ -284,8 +284,11 @@ class Trainer:
                 desc=cfg.task)
     t_last, n_since = time.time(), 0
     with self._context(), interrupts.StopRequests() as stop_request:
+      nan_at = steps_lib.inject_nan_at()
       for step in range(start, stop):
         batch = self._next_batch()
+        if step == nan_at:
+          batch = steps_lib.nan_batch(batch)
         state, metrics = self.step_fn(state, batch, steps_lib.step_rng(cfg.seed, step))
         if step == start:
           jax.block_until_ready(metrics)
