@@ -66,21 +66,3 @@ def t2v_tiny():
                         .astype(p.dtype), params)
   return TextToVideo(system, params, on_long="warn")   # runlocal reads 16 tokens
 
-
-# xdist (--dist loadfile) hands out whole files, by default the files with the most tests first,
-# which put these few-test, minutes-long files last: one worker ran test_resume.py alone while
-# the other sat idle. Longest first instead (per-file times from `--durations=0`, cold cache).
-SLOW_FILES_FIRST = ("train/test_resume.py", "parallel/test_sharded_steps.py",
-                    "test_notebooks.py", "test_cli.py", "parallel/test_multihost.py",
-                    "test_text_to_video.py")
-
-
-def pytest_configure(config):
-  if hasattr(config.option, "loadscopereorder"):
-    config.option.loadscopereorder = False   # keep the collection order set below
-
-
-def pytest_collection_modifyitems(config, items):
-  tests_dir = pathlib.Path(__file__).parent
-  rank = {str(tests_dir / name): i for i, name in enumerate(SLOW_FILES_FIRST)}
-  items.sort(key=lambda item: rank.get(str(item.path), len(rank)))
