@@ -43,8 +43,9 @@ def _single_process_array_writes() -> None:
   Orbax's default on CPU and TPU splits a replicated array into one slice per replica, so that
   several hosts (or several chips' host transfers) share the writing. On one CPU process the
   replicas are the same memory, and the split is an eager device slice per replica: a data=8
-  state of the 0.25M-parameter runlocal DiT became ~2,000 dispatches, ~1.7 s of a 2.3 s save on
-  the 2-core box (0.4 s without). Accelerators and multi-process jobs keep orbax's default.
+  state of the 0.25M-parameter runlocal DiT became ~2,000 dispatches, 2.0 s per save on the
+  2-core box against 0.7 s whole (benchmarks/checkpoint.py). Accelerators and multi-process jobs
+  keep orbax's default.
   """
   if jax.process_count() == 1 and jax.default_backend() == "cpu":
     ocp.type_handlers.register_type_handler(

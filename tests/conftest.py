@@ -65,4 +65,3 @@ def t2v_tiny():
   params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape)
                         .astype(p.dtype), params)
   return TextToVideo(system, params, on_long="warn")   # runlocal reads 16 tokens
-
