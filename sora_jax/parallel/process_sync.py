@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 from typing import Any, Callable
 
 import jax
@@ -41,15 +42,40 @@ def barrier_timeout_s() -> int:
 
 
 def use_coordination_barriers() -> None:
-  """Orbax checkpoint barriers through the coordination service (a timeout) instead of gloo."""
+  """Orbax checkpoint barriers through the coordination service (a timeout) instead of gloo,
+  each under a key no other barrier call has used (`_OccurrenceKeys`)."""
   from absl import flags
   try:
     from orbax.checkpoint._src.multihost import multihost  # defines the flag
   except ImportError:  # an orbax without the flag keeps its collective barrier
     return
-  del multihost
-  if _ORBAX_FLAG in flags.FLAGS:
-    flags.FLAGS[_ORBAX_FLAG].value = True
+  if _ORBAX_FLAG not in flags.FLAGS:
+    return
+  flags.FLAGS[_ORBAX_FLAG].value = True
+  if not isinstance(multihost._unique_barrier_key, _OccurrenceKeys):
+    multihost._unique_barrier_key = _OccurrenceKeys(multihost._unique_barrier_key)
+
+
+class _OccurrenceKeys:
+  """Orbax names its barriers by what they guard ('Checkpointer:save'), so every save reuses the
+  same keys. Through the coordination service a reused key can pair one process's wait with
+  another process's earlier pass: one process walks on into the next collective while its peer
+  still waits in the save (seen: a two-process run deadlocked at its first checkpoint, one
+  process in orbax's 'Checkpointer:save' barrier, the other in the sampler's all-gather). Every
+  process makes the same sequence of barrier calls, so the n-th call with a key gets the suffix
+  '#n' and meets exactly the peers' n-th call. Wraps orbax's own hook for unique keys."""
+
+  def __init__(self, inner: Callable[[str], str]):
+    self.inner = inner
+    self.counts: dict[str, int] = {}
+    self.lock = threading.Lock()   # the async save's thread makes barrier calls too
+
+  def __call__(self, key: str) -> str:
+    key = self.inner(key)
+    with self.lock:
+      n = self.counts.get(key, 0)
+      self.counts[key] = n + 1
+    return f"{key}#{n}"
 
 
 def sync_processes(name: str) -> None:

@@ -25,3 +25,18 @@ def test_synced_jit_is_jit_in_one_process():
   np.testing.assert_allclose(f(x, y), jnp.sin(x) * y, rtol=1e-6)
   process_sync.sync_processes("no_peers")   # one process: returns at once
   assert jax.process_count() == 1
+
+
+def test_orbax_barriers_get_a_key_per_occurrence():
+  """Orbax reuses a barrier's name on every save; through the coordination service each call
+  must wait under its own key, so the n-th save's barrier meets only the peers' n-th."""
+  from orbax.checkpoint._src.multihost import multihost
+  process_sync.use_coordination_barriers()
+  process_sync.use_coordination_barriers()          # idempotent: wrapped once
+  hook = multihost._unique_barrier_key
+  assert isinstance(hook, process_sync._OccurrenceKeys)
+  assert not isinstance(hook.inner, process_sync._OccurrenceKeys)
+  keys = [hook("Checkpointer:save"), hook("Checkpointer:save_start"), hook("Checkpointer:save")]
+  assert len(set(keys)) == 3 and keys[0].startswith("Checkpointer:save#")
+  n = int(keys[0].rsplit("#", 1)[1])
+  assert keys[2] == f"Checkpointer:save#{n + 1}"
