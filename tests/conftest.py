@@ -6,11 +6,15 @@ import os
 
 # The tests compile far more than they run (tiny shapes, a few steps each): LLVM at -O0 without
 # its expensive passes cuts compile time by ~40 % (three model test files, cold cache, this
-# 2-core box: 113 s -> 71 s wall, 173 -> 92 CPU-s). Every comparison in the suite is between two
-# programs built with the same flags. SORA_JAX_TEST_XLA_FLAGS="" restores XLA's defaults; the
-# subprocess tests pass the same value on (tests/*: _env).
+# 2-core box: 113 s -> 71 s wall, 173 -> 92 CPU-s). XLA:CPU's older loop emitters, in one LLVM
+# module per kernel group instead of split for parallel codegen, take another ~35 % off (a cold
+# runlocal t2v start to step 2: 55 -> 36 CPU-s; the two xdist workers keep both cores busy, so
+# the split's parallelism bought nothing). Every comparison in the suite is between two programs
+# built with the same flags. SORA_JAX_TEST_XLA_FLAGS="" restores XLA's defaults; the subprocess
+# tests pass the same value on (tests/*: _env).
 os.environ.setdefault("SORA_JAX_TEST_XLA_FLAGS",
-                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true "
+                      "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
 os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""),
                                     os.environ["SORA_JAX_TEST_XLA_FLAGS"],
                                     "--xla_force_host_platform_device_count=8"]).strip()
