@@ -168,7 +168,7 @@ def test_two_processes_train_like_one(reference, tmp_path, cache):
       os.listdir(os.path.join(ckpt, "data")))
   # ... and that checkpoint resumes in one process on 8 devices, on another mesh, where the
   # reference would have been at step STOP.
-  p = subprocess.run(_cmd(workdir, MESHES["d8"], f"--max_steps={RESUME_TO}"),
+  p = subprocess.run(_cmd(workdir, MESHES["d8"], f"--max_steps={RESUME_TO - STOP}"),
                      env=_env(cache, 8), cwd=REPO, text=True,
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=400)
   _check(p, "the one-process resume")
