@@ -77,20 +77,47 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                   mask: jax.Array | None = None) -> jax.Array:
   """Softmax attention in plain XLA ops, heads-major inside: [B, T, H, D] in and out.
 
-  Numerically `jax.nn.dot_product_attention(implementation=None)`, written out because its
-  vmapped [1, B, H, T, S] form and `jax.nn.softmax`'s backward compile to slow reductions on
-  XLA:CPU (the S/2 attention backward ran 1.3x faster this way; benchmarks/RESULTS.md).
+  Numerically `jax.nn.dot_product_attention(implementation=None)`, written out with its own
+  backward because autodiff's does not run well on XLA:CPU: the vmapped [1, B, H, T, S] form of
+  `jax.nn.dot_product_attention` and `jax.nn.softmax`'s backward compile to slow reductions, and
+  even the written-out softmax differentiates into a row sum over the [T, S] scores where the
+  flash-attention identity needs one over D (dS = P * (dP - rowsum(dO * O))). fwd+bwd of one S/2
+  layer: 51 -> 36 ms on the 2-core box (benchmarks/RESULTS.md).
   Scores and softmax are float32 whatever the input dtype; a fully masked row averages v.
   """
+  return _attention(q, k, v, mask)
+
+
+def _attention_fwd(q, k, v, mask):
   qt, kt, vt = (a.transpose(0, 2, 1, 3) for a in (q, k, v))   # [B, H, N, D]
   s = jnp.einsum("bhqd,bhkd->bhqk", qt, kt, preferred_element_type=jnp.float32)
   s = s * (1.0 / math.sqrt(q.shape[-1]))
   if mask is not None:
     s = jnp.where(mask, s, jnp.finfo(jnp.float32).min)
-  s = s - jax.lax.stop_gradient(s.max(-1, keepdims=True))
-  e = jnp.exp(s)
-  p = (e / e.sum(-1, keepdims=True)).astype(v.dtype)
-  return jnp.einsum("bhqk,bhkd->bhqd", p, vt).transpose(0, 2, 1, 3).astype(q.dtype)
+  e = jnp.exp(s - s.max(-1, keepdims=True))
+  p = (e * (1.0 / e.sum(-1, keepdims=True))).astype(v.dtype)
+  ot = jnp.einsum("bhqk,bhkd->bhqd", p, vt)
+  return ot.transpose(0, 2, 1, 3).astype(q.dtype), (qt, kt, vt, p, ot, mask)
+
+
+def _attention_bwd(res, do):
+  qt, kt, vt, p, ot, mask = res
+  dot = do.transpose(0, 2, 1, 3).astype(vt.dtype)
+  dv = jnp.einsum("bhqk,bhqd->bhkd", p, dot)
+  dp = jnp.einsum("bhqd,bhkd->bhqk", dot, vt, preferred_element_type=jnp.float32)
+  rows = jnp.sum(dot.astype(jnp.float32) * ot.astype(jnp.float32), -1, keepdims=True)
+  ds = p.astype(jnp.float32) * (dp - rows) * (1.0 / math.sqrt(qt.shape[-1]))
+  if mask is not None:   # masked scores are constants: no gradient (matters in fully masked rows)
+    ds = jnp.where(mask, ds, 0.0)
+  ds = ds.astype(qt.dtype)
+  dq = jnp.einsum("bhqk,bhkd->bhqd", ds, kt)
+  dk = jnp.einsum("bhqk,bhqd->bhkd", ds, qt)
+  grads = tuple(g.transpose(0, 2, 1, 3).astype(a.dtype) for g, a in ((dq, qt), (dk, kt), (dv, vt)))
+  return grads + (None,)
+
+
+_attention = jax.custom_vjp(lambda q, k, v, mask: _attention_fwd(q, k, v, mask)[0])
+_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def segment_mask(segment_ids: jax.Array, kv_segment_ids: jax.Array | None = None) -> jax.Array:
