@@ -1,7 +1,7 @@
 """DiT forward and train-step throughput, compile time, memory and MFU, optionally against PyTorch.
 
   python benchmarks/dit_step.py [--variants S/2,B/2,demo] [--batch 8] [--steps 7] [--warmup 2]
-      [--dtype float32|bfloat16] [--attention xla|cudnn] [--remat nothing_saveable|dots_saveable|none]
+      [--dtype float32|bfloat16] [--attention xla|cudnn] [--remat auto|none|<policy>]
       [--unrolled]
       [--json] [--peer [--rounds 3]]
 
@@ -197,7 +197,7 @@ def bench_variant(variant: str, c, a, peer) -> list[dict]:
   xla_fwd_flops = 2 * flops.model_macs_xla(xla_model, latent, ctx_len, text_width)
   on_gpu = jax.default_backend() == "gpu"
   base = dict(variant=variant, batch=a.batch, dtype=a.dtype, attention=a.attention,
-              remat=a.remat, layers="unrolled" if a.unrolled else "scan", tokens=tokens, params=state_lib.param_count(state.params))
+              remat=dit_lib.remat_policy_for_backend(a.remat), layers="unrolled" if a.unrolled else "scan", tokens=tokens, params=state_lib.param_count(state.params))
 
   t = jax.random.uniform(jax.random.key(2), (a.batch,), minval=1e-3, maxval=1.0)
   fwd = jax.jit(lambda p, b, t: recipe.apply(p, b["latents"], t, recipe.cond(b)))
@@ -269,8 +269,8 @@ def main():
   ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                   help="model.dtype (activations); params stay float32")
   ap.add_argument("--attention", default="xla", choices=("xla", "cudnn"))
-  ap.add_argument("--remat", default="nothing_saveable",
-                  choices=("nothing_saveable", "dots_saveable", "none"))
+  ap.add_argument("--remat", default="auto", choices=("auto", "none", *dit_lib.REMAT_POLICIES),
+                  help="model.remat_policy (auto: matmuls kept on a CPU, nothing kept elsewhere)")
   ap.add_argument("--unrolled", action="store_true",
                   help="model.scan_layers=False: one copy of the block per layer, no scan")
   ap.add_argument("--json", action="store_true", help="one JSON line per row; table on stderr")

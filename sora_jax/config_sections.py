@@ -156,7 +156,8 @@ def vae_section(**overrides) -> mlc.ConfigDict:
 
 
 @_section(mlp=("swiglu", "gelu"), pos=("rope3d", "sincos", "rope3d+abs"), cond=("text", "class"),
-          remat_policy=("nothing_saveable", "dots_saveable", "none"),
+          remat_policy=("auto", "nothing_saveable", "dots_saveable",
+                        "dots_with_no_batch_dims_saveable", "none"),
           attention_impl=("xla", "cudnn", "ring", "allgather"), dtype=DTYPES,
           param_dtype=DTYPES)
 def model_section(**overrides) -> mlc.ConfigDict:
@@ -178,7 +179,9 @@ def model_section(**overrides) -> mlc.ConfigDict:
       learn_sigma=False,        # also predict the variance (doubles the output channels)
       in_channels=0,            # latent channels; 0 = vae.latent_channels (eval/flops.py)
       out_channels=0,           # 0 = in_channels (2x with learn_sigma)
-      remat_policy="nothing_saveable",  # what a block keeps for backward; none = no remat
+      remat_policy="auto",      # what a block keeps for backward; auto = its matmuls on a CPU
+                                # (dots_with_no_batch_dims_saveable), nothing on GPU/TPU
+                                # (nothing_saveable); none = no remat, keep everything
       scan_layers=True,         # nn.scan over blocks (fast compile); False = unrolled
       attention_impl="xla",     # xla | cudnn (bf16) | ring | allgather (both: mesh.context > 1)
       dtype="float32",          # activations

@@ -150,7 +150,7 @@ def check_fits(facts: dict, report: str = "") -> None:
   raise MemoryError(
       f"the compiled train step needs ≈{peak / 2**30:.3g} GiB per device but a device holds "
       f"{limit / 2**30:.3g} GiB ({source}). Shard more: raise --config.mesh.fsdp (params and "
-      f"optimizer state) or --config.mesh.tensor, lower --config.data.batch_size, or keep "
+      f"optimizer state) or --config.mesh.tensor, lower --config.data.batch_size, or set "
       f"--config.model.remat_policy=nothing_saveable. [{report}]")
 
 

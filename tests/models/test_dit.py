@@ -61,6 +61,17 @@ def test_shapes_zero_init_and_names(setup):
   assert blocks["mlp"]["fc2"]["kernel"].names == ("layers", "mlp", "embed")
 
 
+def test_auto_remat_policy_follows_the_backend():
+  assert dit.remat_policy_for_backend("auto", "cpu") == "dots_with_no_batch_dims_saveable"
+  assert dit.remat_policy_for_backend("auto", "gpu") == "nothing_saveable"
+  assert dit.remat_policy_for_backend("auto", "tpu") == "nothing_saveable"
+  assert dit.remat_policy_for_backend("none", "cpu") == "none"
+  x, t, ctx, mask = _inputs()
+  with pytest.raises(ValueError, match="'some' is not one of auto, none"):
+    jax.eval_shape(lambda: _model(remat_policy="some").init(jax.random.key(0), x, t,
+                                                            context=ctx, context_mask=mask))
+
+
 def test_scan_equals_unrolled_and_remat(setup):
   x, t, ctx, mask = setup["inputs"]
   want = setup["apply"](setup["rparams"], x, t, ctx, mask)
