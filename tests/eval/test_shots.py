@@ -32,6 +32,17 @@ def test_shots_worlds_cut_once_and_keep_the_scene():
       plain, "train", "large").to_json()
 
 
+def test_a_clip_that_ends_before_the_cut_is_one_shot_and_says_so():
+  """A still image (or any clip shorter than the cut time) of a two-shot scene shows one shot,
+  so its caption must not promise a cut; at the demo's 17 frames the cut is there and said."""
+  for s in _two_shot_seeds("large_shots", 6):
+    still = w.generate_clip(s, 1, 32, 32, split="train", world="large_shots")
+    clip = w.generate_clip(s, 17, 32, 32, split="train", world="large_shots")
+    assert "shots" not in json.loads(still["scene_json"])
+    assert "shots" in json.loads(clip["scene_json"])
+    assert "close-up" not in still["caption"] and "close-up" in clip["caption"]
+
+
 def test_a_close_up_shows_the_subject_larger_from_the_cut_on():
   s = _two_shot_seeds("large_shots", 1)[0]
   scene = w.sample_scene(s, "train", "large_shots")

@@ -12,6 +12,10 @@ def generate_clip(seed: int, frames: int, height: int, width: int, fps: float = 
                   split: str = "train", world: str = "full") -> dict[str, Any]:
   """One example: video, captions, scene JSON and fixed-shape ground truth arrays."""
   scene = sample_scene(seed, split, world)
+  if scene.shots and scene.shots[1]["start"] * fps > frames - 1:
+    # The clip ends before the cut (a still image, a short clip of a size mix): one shot, and a
+    # caption that does not promise a cut the clip never shows.
+    scene.shots = None
   video, gt = render(scene, frames, height, width, fps)
   return {
       "video": video,
