@@ -168,7 +168,8 @@ def cmd_eval(argv):
     result = t2v_eval.evaluate_long_workdir(
         workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
         num_videos=_NUM.value if _NUM.present else 2,
-        prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value)
+        prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value,
+        num_steps=_STEPS.value)
   elif what == "shots":
     from sora_jax.eval import shots
     result = shots.evaluate_workdir(workdir, num_videos=_NUM.value if _NUM.present else 16,

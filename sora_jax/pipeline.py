@@ -309,14 +309,20 @@ class TextToVideo:
     ignores it)."""
     return self.generate(prompt, edit=np.asarray(video), strength=strength, **kw)
 
-  def long_video(self, prompt: str, *, seconds=None, num_frames=None, height=None, width=None,
-                 aspect=None, window: int | None = None, overlap: int = 1, num_steps=None,
-                 guidance_scale=None, seed: int = 0, progress: bool = False) -> np.ndarray:
-    """A video of any length in overlapping windows: the first window is text-to-video, every
-    later one extends the last `overlap` latent frames of the one before (the same compiled
-    conditional sampler each time). Latents gather on the host and decode chunk by chunk, so
-    device memory is that of one window whatever the duration. uint8 [T, H, W, 3]."""
-    (prompt,) = self.check_prompts([prompt])
+  def long_video(self, prompt: str, **kw) -> np.ndarray:
+    """A video of any length in overlapping windows (`long_videos` for one prompt)."""
+    return self.long_videos([prompt], **kw)[0]
+
+  def long_videos(self, prompts: list[str], *, seconds=None, num_frames=None, height=None,
+                  width=None, aspect=None, window: int | None = None, overlap: int = 1,
+                  num_steps=None, guidance_scale=None, seed: int = 0,
+                  progress: bool = False) -> list[np.ndarray]:
+    """Videos of any length in overlapping windows, one per prompt, all prompts in each sampler
+    call: the first window is text-to-video, every later one extends the last `overlap` latent
+    frames of the one before (the same compiled conditional sampler each time). Latents gather
+    on the host and decode chunk by chunk, so device memory is that of one window whatever the
+    duration. uint8 [T, H, W, 3] per prompt."""
+    prompts = self.check_prompts(list(prompts))
     num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
     total = self.sizes(num_frames, height, width)[0][0]           # latent frames wanted
     win = int(window or self.system.latent_shape[0])
@@ -326,23 +332,26 @@ class TextToVideo:
     tc = int(self.config.vae.temporal_compression)
     shape, steps, guidance = self.sizes(1 + tc * (win - 1), height, width, num_steps,
                                         guidance_scale)
-    tokens, mask = (jnp.asarray(a) for a in self.system.encode_prompts([prompt]))
-    lat: np.ndarray | None = None
+    tokens, mask = (jnp.asarray(a) for a in self.system.encode_prompts(prompts))
+    n = len(prompts)
+    lat: np.ndarray | None = None                                 # [n, frames so far, h, w, c]
     k = 0
-    while lat is None or len(lat) < total:
-      known = None if lat is None else {0: lat[-overlap:]}
-      frames = conditioning.place(win, shape[1:], at=known)
+    while lat is None or lat.shape[1] < total:
+      known = None if lat is None else {0: lat[:, -overlap:]}
+      frames = conditioning.place(win, shape[1:], n, at=known)
       out = np.asarray(self._generate_cond(self.params, tokens, mask, jax.random.key(seed + k),
-                                           frames, None, shape, steps, guidance, None))[0]
-      lat = out if lat is None else np.concatenate([lat, out[overlap:]])
+                                           frames, None, shape, steps, guidance, None))
+      lat = out if lat is None else np.concatenate([lat, out[:, overlap:]], axis=1)
       k += 1
       if progress:
-        print(f"window {k}: {min(len(lat), total)}/{total} latent frames", flush=True)
-    z = jnp.asarray(lat[:total] / self.system.scale)[None]
-    video = np.concatenate([
-        ((np.asarray(x)[0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-        for x in self.system.vae.iter_decode(self.system.vae_params, z, win)])
-    return video
+        print(f"window {k}: {min(lat.shape[1], total)}/{total} latent frames", flush=True)
+    videos = []
+    for row in lat[:, :total]:
+      z = jnp.asarray(row / self.system.scale)[None]
+      videos.append(np.concatenate([
+          ((np.asarray(x)[0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
+          for x in self.system.vae.iter_decode(self.system.vae_params, z, win)]))
+    return videos
 
   def many(self, prompts: list[str], sizes: list[dict], *, num_steps: int | None = None,
            guidance_scale: float | None = None, seed: int = 0) -> list[np.ndarray]:

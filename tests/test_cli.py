@@ -144,6 +144,24 @@ def test_eval_vae_writes_metrics(runs):
   assert ceiling["reconstructed"]["overall"] < ceiling["as_rendered"]["overall"]
 
 
+def test_eval_long_reports_drift_per_window_over_videos(runs):
+  """`eval long` on the tiny run: two 4-second videos generated together in windows, scored per
+  2-s window, with each score's drift (ratios to the first window, bootstrap intervals)."""
+  root, _, t2v_dir = runs
+  out = str(root / "long.json")
+  sora("eval", "long", f"--workdir={t2v_dir}", "--seconds=4", "--num=2", "--steps=1",
+       f"--out={out}")
+  r = json.load(open(out))
+  assert r["num_videos"] == 2 and len(r["captions"]) == 2 and len(r["windows"]) == 2
+  for k in ("color", "shape"):
+    d = r["drift"][k]
+    assert len(d["window_mean"]) == 2 and isinstance(d["held"], bool)
+    lo, hi = d["later_over_first_ci95"]
+    # A ratio to a first window that scored 0 is undefined (None), never a number.
+    assert (d["later_over_first"] is None) == (d["window_mean"][0] == 0)
+    assert d["later_over_first"] is None or lo <= d["later_over_first"] <= hi
+
+
 def test_data_preview_writes_a_watchable_grid(tmp_path):
   out = str(tmp_path / "preview.mp4")
   sora("data", "preview", "--config=configs/vae.py:runlocal,res=32,frames=9", f"--out={out}",

@@ -169,3 +169,6 @@ def test_long_video_in_windows_and_its_drift_report(t2v):
   assert r["seam_change"] is not None and r["inside_change"] is not None
   with pytest.raises(config_lib.ConfigError, match="overlap"):
     t2v.long_video("a red circle falls", num_frames=25, overlap=3)
+  two = t2v.long_videos(["a red circle falls", "a blue square moves left"], num_frames=25,
+                        num_steps=1)
+  assert [x.shape for x in two] == [(25, 32, 32, 3)] * 2 and not np.array_equal(*two)

@@ -135,20 +135,24 @@ def place(frames: int, latent: tuple[int, ...], batch: int = 1, *,
           at: dict[int, np.ndarray] | None = None, loop: bool = False) -> FrameCondition:
   """A FrameCondition on a canvas of `frames` latent frames of shape `latent` [H, W, C]:
   `at` maps a latent frame index (negative counts from the end) to latents [n, H, W, C] placed
-  from there on (a clip of n latent frames), shared by the batch."""
+  from there on (a clip of n latent frames), shared by the batch, or [batch, n, H, W, C], one
+  clip per batch row (windows of several long videos at once)."""
   known = np.zeros((batch, frames, *latent), np.float32)
   mask = np.zeros((batch, frames), bool)
   for start, lat in (at or {}).items():
     lat = np.asarray(lat, np.float32)
     if lat.ndim == 3:
       lat = lat[None]
+    if lat.ndim == 5 and len(lat) != batch:
+      raise ValueError(f"given latents for {len(lat)} batch rows, but the batch is {batch}")
     start = start + frames if start < 0 else start
-    if lat.shape[1:] != tuple(latent):
-      raise ValueError(f"given latents {lat.shape[1:]} do not match the canvas's {tuple(latent)}: "
-                       "encode inputs at the size being generated")
-    if not 0 <= start <= frames - len(lat):
-      raise ValueError(f"{len(lat)} given latent frames from frame {start} do not fit in "
+    n = lat.shape[-4]
+    if lat.shape[-3:] != tuple(latent):
+      raise ValueError(f"given latents {lat.shape[-3:]} do not match the canvas's "
+                       f"{tuple(latent)}: encode inputs at the size being generated")
+    if not 0 <= start <= frames - n:
+      raise ValueError(f"{n} given latent frames from frame {start} do not fit in "
                        f"{frames} latent frames; generate a longer video or give fewer frames")
-    known[:, start:start + len(lat)] = lat
-    mask[:, start:start + len(lat)] = True
+    known[:, start:start + n] = lat
+    mask[:, start:start + n] = True
   return FrameCondition(jnp.asarray(known), jnp.asarray(mask), loop)

@@ -192,6 +192,28 @@ def test_drift_report_sees_an_object_vanish():
   assert bad["seam_change"] > bad["inside_change"]
 
 
+def test_drift_summary_tells_a_slide_from_a_lucky_first_window():
+  """Flat scores over 30 windows hold; a steady slide to half fails on the trend; a drop after
+  the first window fails on the later windows; one video whose first window alone is high, among
+  many flat ones, does not read as drift (the intervals are over videos)."""
+  from sora_jax.eval import t2v_eval
+  rng = np.random.default_rng(0)
+  flat = 0.6 + 0.05 * rng.standard_normal((32, 30))
+  s = t2v_eval.drift_summary(flat, resamples=300)
+  assert s["held"] and abs(s["trend_end_over_start"] - 1) < 0.1
+  assert s["later_over_first_ci95"][0] < s["later_over_first"] < s["later_over_first_ci95"][1]
+  slide = flat * np.linspace(1.0, 0.5, 30)
+  s = t2v_eval.drift_summary(slide, resamples=300)
+  assert not s["held"] and abs(s["trend_end_over_start"] - 0.5) < 0.1
+  drop = flat.copy()
+  drop[:, 1:] *= 0.7
+  s = t2v_eval.drift_summary(drop, resamples=300)
+  assert not s["held"] and s["later_over_first_ci95"][1] < 0.8
+  lucky = flat.copy()
+  lucky[0, 0] = 1.0
+  assert t2v_eval.drift_summary(lucky, resamples=300)["held"]
+
+
 def test_framing_counts_frames_with_the_object_cut_by_an_edge():
   frames = np.full((4, 40, 60, 3), 35, np.uint8)
   for t, x0 in enumerate((20, 30, 52, 0)):   # inside, inside, cut at the right, cut at the left
