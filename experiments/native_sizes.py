@@ -3,7 +3,8 @@ shape, against chance) of one t2v run at the square training size, 16:9, 9:16, t
 training duration and one frame (text-to-image), on the same held-out captions and seeds.
 
   python experiments/native_sizes.py --workdir=workdirs/demo_mix/t2v \
-      [--num=32] [--splits=test,test_compositional] [--out=experiments/results/native_sizes/mix]
+      [--num=32] [--splits=test,test_compositional] [--world=large] \
+      [--out=experiments/results/native_sizes/mix]
 
 Writes table.json and table.md (each size's scores, chance, and its ratio to the square size's),
 one PNG of sample frames per size and a few signed, watermarked mp4s, with this command in
@@ -43,7 +44,8 @@ def table_md(rows: dict) -> str:
       cells = []
       for k in KEYS:
         a, c = r["adherence"].get(k), r["chance"].get(k)
-        if a is None:
+        if a is None or (k == "direction" and r["size"][0] == 1):
+          # A still has no motion: the evaluator scores its direction as presence, not motion.
           cells += ["n/a", "n/a"]
           continue
         base = square["adherence"].get(k)
@@ -61,6 +63,8 @@ def main():
   ap.add_argument("--splits", default="test,test_compositional")
   ap.add_argument("--out", default="experiments/results/native_sizes")
   ap.add_argument("--videos", type=int, default=2, help="mp4s written per size (test split)")
+  ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
+                  "(a '_shots' run scored on one-shot prompts: --world=large)")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   with open(os.path.join(a.out, "command.txt"), "w") as f:
@@ -68,7 +72,8 @@ def main():
   t2v = TextToVideo.from_workdir(a.workdir, on_long="warn")
   rows: dict = {}
   for split in a.splits.split(","):
-    captions = t2v_eval.held_out_captions(t2v.config.data, split, a.num)
+    captions = t2v_eval.held_out_captions(t2v_eval.data_of_world(t2v.config.data, a.world),
+                                          split, a.num)
     rows[split] = {}
     for name, size in sizes_for(t2v.config).items():
       r = t2v_eval.evaluate(t2v, captions, size=size)
