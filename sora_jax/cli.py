@@ -62,6 +62,8 @@ _RETAKE = flags.DEFINE_string("retake", None, "sample/demo: regenerate START:END
 _LOOP = flags.DEFINE_bool("loop", False, "sample/demo: a seamless loop.")
 _WINDOWS = flags.DEFINE_bool("windows", False, "sample/demo: generate in overlapping windows of "
                              "the training length (any --seconds, flat memory).")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "sample --windows / eval long: latent frames "
+                                "each window shares with the one before (default 1).")
 _CONNECT = flags.DEFINE_string("connect", None, "sample/demo: A,B - begin with video A, end "
                                "with video B, a generated transition between.")
 _KEYFRAMES = flags.DEFINE_string("keyframes", None, "sample/demo: SECONDS:IMAGE,... frames the "
@@ -137,7 +139,7 @@ def _sample_request() -> dict:
               image=_IMAGE.value, video=_VIDEO.value, extend=_EXTEND.value,
               retake=_RETAKE.value, loop=_LOOP.value, connect=_CONNECT.value,
               keyframes=_KEYFRAMES.value, edit=_EDIT.value, strength=_STRENGTH.value,
-              windows=_WINDOWS.value)
+              windows=_WINDOWS.value, overlap=_OVERLAP.value)
 
 
 def cmd_sample(argv):
@@ -169,7 +171,7 @@ def cmd_eval(argv):
         workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
         num_videos=_NUM.value if _NUM.present else 2,
         prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value,
-        num_steps=_STEPS.value)
+        num_steps=_STEPS.value, overlap=_OVERLAP.value or 1)
   elif what == "shots":
     from sora_jax.eval import shots
     result = shots.evaluate_workdir(workdir, num_videos=_NUM.value if _NUM.present else 16,

@@ -132,21 +132,28 @@ def run_mode(t2v: TextToVideo, prompt: str, *, image=None, video=None, extend=No
 def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None, width=None,
         num_steps=None, guidance_scale=None, seed: int = 0, overwrite: bool = False,
         unsigned: bool = False, prompt_in_manifest: bool = True, hooks=(), aspect=None,
-        seconds=None, **modes) -> dict:
+        seconds=None, overlap: int | None = None, **modes) -> dict:
   """Samples `prompt` with `t2v` and writes the labelled file; returns the write report.
   `aspect` ('16:9') and `seconds` resolve to a size as in `TextToVideo.resolve_size`; `modes`
-  are run_mode's (image-to-video, extension, loops, ...)."""
+  are run_mode's (image-to-video, extension, loops, ...); `overlap` is --windows' latent frames
+  shared by consecutive windows (default 1)."""
   (prompt,) = t2v.check_prompts([prompt])
-  if modes.pop("windows", False):
+  windows = modes.pop("windows", False)
+  if overlap is not None and not windows:
+    raise ConfigError("--overlap is the latent frames consecutive --windows share; give it "
+                      "with --windows")
+  if windows:
     if any(modes.values()):
       raise ConfigError("--windows is text-to-video in windows; give it without another mode")
+    overlap = 1 if overlap is None else int(overlap)
     frames = t2v.long_video(prompt, seconds=seconds, num_frames=num_frames, height=height,
                             width=width, aspect=aspect, num_steps=num_steps,
-                            guidance_scale=guidance_scale, seed=seed, progress=True)
+                            guidance_scale=guidance_scale, seed=seed, overlap=overlap,
+                            progress=True)
     outputs.check_output_path(out, len(frames), overwrite=overwrite)
     return t2v.save(frames, out, prompt, seed=seed, overwrite=overwrite, unsigned=unsigned,
                     prompt_in_manifest=prompt_in_manifest, hooks=hooks,
-                    sampler={"mode": "windows"})
+                    sampler={"mode": "windows", "overlap": overlap})
   if any(modes.values()):
     frames = run_mode(t2v, prompt, num_frames=num_frames, height=height, width=width,
                       aspect=aspect, seconds=seconds, num_steps=num_steps,

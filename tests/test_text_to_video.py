@@ -149,6 +149,8 @@ def test_cli_modes_check_their_arguments_and_inputs(t2v, tmp_path):
       sample_job.run_mode(t2v, "a red circle", **kw)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     sample_job.run_mode(t2v, "a red circle", image=str(tmp_path / "missing.png"))
+  with pytest.raises(config_lib.ConfigError, match="with --windows"):
+    sample_job.run(t2v, "a red circle", str(tmp_path / "o.mp4"), overlap=2)
   png = tmp_path / "wide.png"
   Image.fromarray(np.zeros((45, 100, 3), np.uint8)).save(png)
   assert sample_job.load_input(t2v, str(png)).shape == (1, 32, 64, 3)   # 2.2:1 -> 32x64
