@@ -171,7 +171,8 @@ def cmd_eval(argv):
         workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
         num_videos=_NUM.value if _NUM.present else 2,
         prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value,
-        num_steps=_STEPS.value, overlap=_OVERLAP.value or 1)
+        num_steps=_STEPS.value,
+        overlap=1 if _OVERLAP.value is None else _OVERLAP.value)
   elif what == "shots":
     from sora_jax.eval import shots
     result = shots.evaluate_workdir(workdir, num_videos=_NUM.value if _NUM.present else 16,
