@@ -5,7 +5,9 @@
 
 Every run is the demo t2v recipe changed only in diffusion.objective and its sampler (flow:
 Euler on the shifted schedule; eps and v: DDIM, trailing spacing, the linear beta schedule), with
-the same number of sampling steps and guidance scale. The loss column is each objective's own
+the same number of sampling steps and guidance scale. Every run trains text-to-video only (no
+frame tasks): the frame-conditioned tasks exist for rectified flow alone, and a flow run that
+spent part of its steps on them would not be compared on equal terms. The loss column is each objective's own
 training loss, so it is not comparable across rows; adherence (world evaluator, with chance) is.
 Writes experiments/results/objective/{table.json,table.md,plot.png}.
 """
@@ -34,8 +36,14 @@ def main(argv=None) -> int:
   unknown = [o for o in names if o not in SAMPLER_FOR_OBJECTIVE]
   if unknown:
     ap.error(f"unknown --objectives {unknown}; known: {', '.join(SAMPLER_FOR_OBJECTIVE)}")
+
+  def text_only(c, p):
+    c = c.unlock()
+    c.diffusion.frame_tasks = ""
+    return c.lock()
+
   _study.run_study("objective", points(names), a, x="diffusion.objective", series=None,
-                   title="objective: rectified flow vs DDPM eps / v",
+                   configure=text_only, title="objective: rectified flow vs DDPM eps / v",
                    note="flow_loss here is each objective's own loss (not comparable across "
                         "objectives); compare adherence.")
   return 0

@@ -160,3 +160,11 @@ def test_direction_probe_and_multishot_tables(t2v_tiny):
           "shots": dict.fromkeys(shots.KEYS, 0.25), "chance": dict.fromkeys(shots.KEYS, 0.0),
           "adherence_one_shot": {"color": 1.0, "shape": 0.5}}
   assert "| tiny | large_shots | 0.25 (0.00)" in multishot.table_md({"tiny": fake})
+
+
+@pytest.mark.parametrize("runner", [objective, scaling, patch_size, resolution, shift_study])
+def test_every_run_of_a_study_validates_before_it_trains(runner, capsys):
+  # --list validates each point's config as a real run would: eps and v used to meet the
+  # recipe's frame tasks (rectified flow only) and fail after the flow run had trained.
+  assert runner.main(["--list", "--steps", "10"]) == 0
+  assert len(capsys.readouterr().out.strip().splitlines()) >= 2
