@@ -168,3 +168,23 @@ def test_every_run_of_a_study_validates_before_it_trains(runner, capsys):
   # recipe's frame tasks (rectified flow only) and fail after the flow run had trained.
   assert runner.main(["--list", "--steps", "10"]) == 0
   assert len(capsys.readouterr().out.strip().splitlines()) >= 2
+
+
+@pytest.mark.parametrize("runner,args,run", [
+    # DDPM-eps and its DDIM sampler, not flow's
+    (objective, ["--objectives", "eps"], "diffusion.objective=eps,sample.sampler=ddim"),
+    # pt = 2 over 13 frames' 4 latent frames
+    (patch_size, ["--patches", "2x2x2"], "patch=2x2x2,data.frames=13"),
+    # a non-square size the world renders natively
+    (resolution, ["--sizes", "48x32"], "data.height=48,data.width=32"),
+], ids=["objective", "patch_size", "resolution"])
+def test_a_runner_trains_evaluates_and_tabulates_at_its_smallest_setting(runner, args, run,
+                                                                         tmp_path):
+  # scaling runs end to end in notebooks/03_ablation; these are the other runners' axes.
+  out = tmp_path / "out"
+  assert runner.main(["--smoke", "--steps", "2", "--eval_num", "2", *args,
+                      "--workdir", str(tmp_path / "w"), "--out", str(out)]) == 0
+  rows = json.load(open(out / "table.json"))
+  assert [(r["run"], r["step"]) for r in rows] == [(run, 2)] and rows[0]["flow_loss"] > 0
+  assert all(0 <= rows[0][k] <= 1 for k in ("color", "shape", "direction", "permanence"))
+  assert os.path.getsize(out / "plot.png") > 1000 and f"| {run} |" in open(out / "table.md").read()
