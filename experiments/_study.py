@@ -84,6 +84,12 @@ def _set(c, key: str, value) -> None:
   c[field] = value
 
 
+def smoke_batch(batch: int) -> int:
+  """A smoke run's batch, raised to one clip per device: the data mesh splits it."""
+  import jax
+  return max(batch, jax.device_count())
+
+
 FULL_BASE = "variant=B,res=256,frames=33,batch=64"   # --full: configs/t2v.py at pod size
 
 
@@ -108,8 +114,7 @@ def config_for(point: dict, *, steps: int, eval_num: int, eval_points: int = 1,
                      "" if smoke else os.path.join(demo.ASSETS, "vae"))
     c.data.cache_dir, c.data.cache_clips = cache_dir, cache_clips
   if smoke:  # runlocal sizes, an untrained VAE (the shipped one is not runlocal's shape)
-    import jax
-    c.data.batch_size = max(c.data.batch_size, jax.device_count())  # the mesh splits it
+    c.data.batch_size = smoke_batch(c.data.batch_size)
     c.data.cache_clips = 8
     c.data.height = c.data.width = 32
     c.data.frames = 9

@@ -28,6 +28,8 @@ COMPS = "1x8x8,4x8x8,4x16x16"
 def vae_config(comp: str, steps: int, smoke: bool):
   c = demo_config.get_config(f"stage=vae,comp={comp},steps={steps}"
                              + (",runlocal" if smoke else "")).unlock()
+  if smoke:
+    c.data.batch_size = _study.smoke_batch(c.data.batch_size)
   c.train.sample_every = 0
   c.train.ckpt_every = steps
   c.train.eval_every = steps   # one held-out PSNR at the end

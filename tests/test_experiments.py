@@ -177,7 +177,9 @@ def test_every_run_of_a_study_validates_before_it_trains(runner, capsys):
     (patch_size, ["--patches", "2x2x2"], "patch=2x2x2,data.frames=13"),
     # a non-square size the world renders natively
     (resolution, ["--sizes", "48x32"], "data.height=48,data.width=32"),
-], ids=["objective", "patch_size", "resolution"])
+    # trains the point's own VAE first, then the DiT on its latents
+    (vae_compression, ["--comps", "4x8x8", "--vae_steps", "2"], "comp=4x8x8"),
+], ids=["objective", "patch_size", "resolution", "vae_compression"])
 def test_a_runner_trains_evaluates_and_tabulates_at_its_smallest_setting(runner, args, run,
                                                                          tmp_path):
   # scaling runs end to end in notebooks/03_ablation; these are the other runners' axes.
@@ -188,3 +190,25 @@ def test_a_runner_trains_evaluates_and_tabulates_at_its_smallest_setting(runner,
   assert [(r["run"], r["step"]) for r in rows] == [(run, 2)] and rows[0]["flow_loss"] > 0
   assert all(0 <= rows[0][k] <= 1 for k in ("color", "shape", "direction", "permanence"))
   assert os.path.getsize(out / "plot.png") > 1000 and f"| {run} |" in open(out / "table.md").read()
+
+
+def test_aspect_ratio_runner_scores_both_runs_at_the_wide_size(tmp_path):
+  out = tmp_path / "out"
+  assert aspect_ratio.main(["--smoke", "--steps", "2", "--eval_num", "1", "--wide", "32x48",
+                            "--workdir", str(tmp_path / "w"), "--out", str(out)]) == 0
+  rows = json.load(open(out / "table.json"))
+  assert [(r["data.height"], r["data.width"]) for r in rows] == [(32, 48), (32, 32)]
+  assert all(0 <= r["wide_framing"] <= 1 and "wide_color_chance" in r for r in rows)
+  md = open(out / "table.md").read()
+  assert "| native |" in md and "| square crop |" in md and "| held-out clips (reference) |" in md
+
+
+def test_a_study_dry_run_compiles_each_run_and_reports_memory(tmp_path, capsys):
+  rows = scaling.main(["--smoke", "--dry_run", "--steps", "2", "--sizes", "64,128",
+                       "--workdir", str(tmp_path)])
+  lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+  assert [r["run"] for r in lines] == ["model.width=64,model.heads=2",
+                                       "model.width=128,model.heads=2"]
+  assert lines[1]["params"] > lines[0]["params"] and all(
+      r["peak_bytes_estimate"] > 0 for r in lines)
+  assert rows == 0 and not (tmp_path / "scaling" / "model.width=64,model.heads=2").exists()
