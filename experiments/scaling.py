@@ -1,7 +1,7 @@
 """Sora's scaling claim, tested at CPU size: loss and prompt adherence against training compute
 for several model sizes.
 
-  python experiments/scaling.py                       # 3 widths x 8 budgets (evals along a run)
+  python experiments/scaling.py      # 3 widths x 4 budgets: experiments/results/scaling (~1 h)
   python experiments/scaling.py --sizes 96,192,384,768 --steps 4000   # on a bigger machine
 
 Each size is the demo t2v recipe (depth 6, 1x2x2 patches, the shipped VAE's latents) at one
@@ -29,9 +29,9 @@ def points(sizes: list[int]) -> list[dict]:
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  _study.add_args(ap, steps=800)
-  ap.add_argument("--sizes", default="96,192,384", help="model widths (heads = width / 64, at least 2)")
-  ap.add_argument("--budgets", type=int, default=8, help="evaluations along each run")
+  _study.add_args(ap, steps=2000, eval_num=32)
+  ap.add_argument("--sizes", default="96,192,288", help="model widths (heads = width / 64, at least 2)")
+  ap.add_argument("--budgets", type=int, default=4, help="evaluations along each run")
   a = ap.parse_args(argv)
   sizes = [int(s) for s in a.sizes.split(",")]
 
