@@ -29,7 +29,7 @@ def points(objectives: list[str]) -> list[dict]:
 
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  _study.add_args(ap, steps=600)
+  _study.add_args(ap, steps=1500, eval_num=32)   # the committed run (~50 min here)
   ap.add_argument("--objectives", default="flow,eps,v")
   a = ap.parse_args(argv)
   names = a.objectives.split(",")
