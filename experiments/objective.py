@@ -7,8 +7,9 @@ Every run is the demo t2v recipe changed only in diffusion.objective and its sam
 Euler on the shifted schedule; eps and v: DDIM, trailing spacing, the linear beta schedule), with
 the same number of sampling steps and guidance scale. Every run trains text-to-video only (no
 frame tasks): the frame-conditioned tasks exist for rectified flow alone, and a flow run that
-spent part of its steps on them would not be compared on equal terms. The loss column is each objective's own
-training loss, so it is not comparable across rows; adherence (world evaluator, with chance) is.
+spent part of its steps on them would not be compared on equal terms. The loss column is each
+objective's own training loss, so it is not comparable across rows; adherence (world
+evaluator, with chance) is.
 Writes experiments/results/objective/{table.json,table.md,plot.png}.
 """
 from __future__ import annotations

@@ -164,8 +164,8 @@ def test_direction_probe_and_multishot_tables(t2v_tiny):
 
 @pytest.mark.parametrize("runner", [objective, scaling, patch_size, resolution, shift_study])
 def test_every_run_of_a_study_validates_before_it_trains(runner, capsys):
-  # --list validates each point's config as a real run would: eps and v used to meet the
-  # recipe's frame tasks (rectified flow only) and fail after the flow run had trained.
+  # --list validates each point's config as a real run does first: eps and v used to meet the
+  # recipe's frame tasks (rectified flow only) and stop the objective study before it began.
   assert runner.main(["--list", "--steps", "10"]) == 0
   assert len(capsys.readouterr().out.strip().splitlines()) >= 2
 
@@ -204,11 +204,11 @@ def test_aspect_ratio_runner_scores_both_runs_at_the_wide_size(tmp_path):
 
 
 def test_a_study_dry_run_compiles_each_run_and_reports_memory(tmp_path, capsys):
-  rows = scaling.main(["--smoke", "--dry_run", "--steps", "2", "--sizes", "64,128",
-                       "--workdir", str(tmp_path)])
+  rc = scaling.main(["--smoke", "--dry_run", "--steps", "2", "--sizes", "64,128",
+                     "--workdir", str(tmp_path)])
   lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
   assert [r["run"] for r in lines] == ["model.width=64,model.heads=2",
                                        "model.width=128,model.heads=2"]
   assert lines[1]["params"] > lines[0]["params"] and all(
       r["peak_bytes_estimate"] > 0 for r in lines)
-  assert rows == 0 and not (tmp_path / "scaling" / "model.width=64,model.heads=2").exists()
+  assert rc == 0 and not (tmp_path / "scaling" / "model.width=64,model.heads=2").exists()
