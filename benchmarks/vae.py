@@ -74,8 +74,8 @@ def main():
     _, _, cache = vae_chunked._encode_step(vae, params, None, x[:, :1])
     me = mib(vae_chunked._encode_step.lower(vae, params, cache,
                                             x[:, 1:1 + chunk_frames]).compile())
-    _, dcache = vae_chunked._decode_step(vae, params, None, z[:, :1])
-    md = mib(vae_chunked._decode_step.lower(vae, params, dcache,
+    _, dcache = vae_chunked.decode_step(vae, params, None, z[:, :1])
+    md = mib(vae_chunked.decode_step.lower(vae, params, dcache,
                                             z[:, 1:1 + args.chunk]).compile())
     print(f"{frames:>6} | {'chunked':<8} | {1 / te:>14.3f} | {1 / td:>14.3f} | {me:>8.0f} | "
           f"{md:>8.0f}   (max |chunked - one pass| latent = {err:.1e})")

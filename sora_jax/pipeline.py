@@ -35,6 +35,7 @@ from sora_jax.io import outputs
 from sora_jax.parallel import mesh as mesh_lib
 from sora_jax.parallel import rules as rules_lib
 from sora_jax.systems.t2v import T2VSystem
+from sora_jax.systems.vae import to_model_range, to_uint8
 
 # The sampler's size arguments in the words of the CLI and of __call__ (errors name these).
 SIZE_FLAGS = {"data.frames": "--frames", "data.height": "--height", "data.width": "--width"}
@@ -203,7 +204,6 @@ class TextToVideo:
 
   def encode(self, frames: np.ndarray) -> np.ndarray:
     """uint8 (or [-1, 1]) frames [T, H, W, 3] -> scaled latents [1 + (T - 1) / tc, h, w, c]."""
-    from sora_jax.systems.vae import to_model_range
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
       raise config_lib.ConfigError(f"an input video must be frames [T, H, W, 3]; got "
@@ -318,9 +318,10 @@ class TextToVideo:
                   num_steps=None, guidance_scale=None, seed: int = 0,
                   progress: bool = False) -> list[np.ndarray]:
     """Videos of any length in overlapping windows, one per prompt, all prompts in each sampler
-    call: the first window is text-to-video, every later one extends the last `overlap` latent
-    frames of the one before (the same compiled conditional sampler each time). Latents gather
-    on the host and decode chunk by chunk, so device memory is that of one window whatever the
+    call: the first window is text-to-video, every later one continues the video from its last
+    1 + tc * (overlap - 1) frames, re-encoded as the first `overlap` latent frames of a clip (the
+    same compiled conditional sampler each time). Each window's new latents are decoded as they
+    come, the causal decoder's cache carried over, so memory is that of one window whatever the
     duration. uint8 [T, H, W, 3] per prompt."""
     prompts = self.check_prompts(list(prompts))
     num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
@@ -333,25 +334,26 @@ class TextToVideo:
     shape, steps, guidance = self.sizes(1 + tc * (win - 1), height, width, num_steps,
                                         guidance_scale)
     tokens, mask = (jnp.asarray(a) for a in self.system.encode_prompts(prompts))
-    n = len(prompts)
-    lat: np.ndarray | None = None                                 # [n, frames so far, h, w, c]
-    k = 0
-    while lat is None or lat.shape[1] < total:
-      known = None if lat is None else {0: lat[:, -overlap:]}
+    n, vae = len(prompts), self.system.vae
+    chunks, known, cache, tail = [], None, None, None
+    made = 0                                                      # latent frames decoded
+    while made < total:
       frames = conditioning.place(win, shape[1:], n, at=known)
-      out = np.asarray(self._generate_cond(self.params, tokens, mask, jax.random.key(seed + k),
-                                           frames, None, shape, steps, guidance, None))
-      lat = out if lat is None else np.concatenate([lat, out[:, overlap:]], axis=1)
-      k += 1
+      out = self._generate_cond(self.params, tokens, mask, jax.random.key(seed + len(chunks)),
+                                frames, None, shape, steps, guidance, None)
+      new = out[:, 0 if known is None else overlap:][:, :total - made]
+      x, cache = vae.decode_next(self.system.vae_params, new / self.system.scale, cache)
+      made += new.shape[1]
+      chunks.append(to_uint8(x))
+      # Frames, not the last latent frames: training only ever holds a clip's start known, and
+      # a clip's first latent frame encodes one frame alone, a later one four (session 25).
+      tail = x if tail is None else jnp.concatenate([tail, x], axis=1)
+      tail = tail[:, -(1 + tc * (overlap - 1)):]
+      if made < total:
+        known = {0: np.asarray(self._encode(tail))}
       if progress:
-        print(f"window {k}: {min(lat.shape[1], total)}/{total} latent frames", flush=True)
-    videos = []
-    for row in lat[:, :total]:
-      z = jnp.asarray(row / self.system.scale)[None]
-      videos.append(np.concatenate([
-          ((np.asarray(x)[0] + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-          for x in self.system.vae.iter_decode(self.system.vae_params, z, win)]))
-    return videos
+        print(f"window {len(chunks)}: {made}/{total} latent frames", flush=True)
+    return list(np.concatenate(chunks, axis=1))
 
   def many(self, prompts: list[str], sizes: list[dict], *, num_steps: int | None = None,
            guidance_scale: float | None = None, seed: int = 0) -> list[np.ndarray]:

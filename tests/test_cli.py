@@ -160,6 +160,9 @@ def test_eval_long_reports_drift_per_window_over_videos(runs):
     # A ratio to a first window that scored 0 is undefined (None), never a number.
     assert (d["later_over_first"] is None) == (d["window_mean"][0] == 0)
     assert d["later_over_first"] is None or lo <= d["later_over_first"] <= hi
+  # The same captions' own world clips, scored the same way, and the prompts they keep steady.
+  assert r["world_reference"]["color"]["window_mean"][0] == 1.0
+  assert 0 <= r["steady"]["num_videos"] <= 2 and len(r["per_video"]["shape"]) == 2
 
 
 def test_data_preview_writes_a_watchable_grid(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from sora_jax import config as config_lib
 from sora_jax import runs
 from sora_jax.pipeline import TextToVideo
-from sora_jax.systems.vae import VAESystem
+from sora_jax.systems.vae import VAESystem, to_model_range
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,29 @@ def test_cli_modes_check_their_arguments_and_inputs(t2v, tmp_path):
   mp4 = tmp_path / "clip.mp4"
   video_io.write_video(str(mp4), np.zeros((12, 32, 32, 3), np.uint8), fps=8)
   assert sample_job.load_input(t2v, str(mp4)).shape == (9, 32, 32, 3)  # 12 frames -> 1 + 4*2
+
+
+def test_a_long_video_continues_from_its_frames_reencoded_as_a_clip_start(t2v, monkeypatch):
+  """Window 2 holds known only the re-encoded last frame of window 1 (a clip's first latent
+  frame encodes one frame alone, as in training), not window 1's last latent frame (which
+  encodes four); the frames decode as one pass over the kept latents would."""
+  seen, generate = [], t2v._generate_cond
+  def spy(params, tokens, mask, rng, frames, *rest):
+    out = generate(params, tokens, mask, rng, frames, *rest)
+    seen.append((frames, np.asarray(out)))
+    return out
+  monkeypatch.setattr(t2v, "_generate_cond", spy)
+  v = t2v.long_video("a red circle falls", num_frames=17, window=3, num_steps=1)  # 2 windows
+  (first, out1), (second, out2) = seen
+  assert not np.asarray(first.mask).any()
+  assert np.asarray(second.mask).tolist() == [[True, False, False]]
+  tail = np.asarray(t2v.system.decode(jax.numpy.asarray(out1)))[0, -1:]
+  held = np.asarray(second.known)[0, 0]
+  np.testing.assert_allclose(held, t2v.encode(tail)[0], atol=1e-4)
+  assert np.abs(held - out1[0, -1]).max() > 10 * 1e-4       # not the latent frame of four
+  kept = np.concatenate([out1, out2[:, 1:]], axis=1)
+  whole = np.asarray(t2v.system.decode(jax.numpy.asarray(kept)))[0]
+  assert np.abs(to_model_range(v) - whole).max() <= 1.5 / 127.5   # uint8 rounding only
 
 
 def test_long_video_in_windows_and_its_drift_report(t2v):

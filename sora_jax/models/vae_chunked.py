@@ -31,7 +31,7 @@ def _encode_step(vae: VAE, params, cache, x):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _decode_step(vae: VAE, params, cache, z):
+def decode_step(vae: VAE, params, cache, z):
   variables = {"params": params} if cache is None else {"params": params, "cache": cache}
   x, mut = vae.apply(variables, z, method=VAE.decode, mutable=["cache"])
   return x, mut["cache"]
@@ -67,7 +67,7 @@ def iter_decode_chunks(vae: VAE, params, z: jax.Array, chunk_latent_frames: int
   n = _check_chunk(chunk_latent_frames, "decode chunk")
   cache = None
   for a in range(0, z.shape[1], n):
-    x, cache = _decode_step(vae, params, cache, z[:, a:a + n])
+    x, cache = decode_step(vae, params, cache, z[:, a:a + n])
     yield x
 
 
@@ -148,7 +148,7 @@ def decode(vae: VAE, params, z: jax.Array, chunk: int = 0, tile: int = 0,
   def one(zt):
     if chunk:
       return decode_chunked(vae, params, zt, chunk)
-    return _decode_step(vae, params, None, zt)[0]
+    return decode_step(vae, params, None, zt)[0]
 
   s = vae.spatial_compression
   if not tile or (tile >= z.shape[2] * s and tile >= z.shape[3] * s):

@@ -103,12 +103,13 @@ class VAESystem:
     return jnp.clip(vae_chunked.decode_with_config(self.module, params, latents, self.cfg),
                     -1.0, 1.0)
 
-  def iter_decode(self, params, latents, chunk: int):
-    """Yields decoded frames [B, n, H, W, 3] chunk by chunk (`chunk` latent frames each, causal
-    caches carried over): a video of any length decodes in the memory of one chunk."""
-    from sora_jax.models import vae_chunked
-    for x in vae_chunked.iter_decode_chunks(self.module, params, latents, chunk):
-      yield jnp.clip(x, -1.0, 1.0)
+  def decode_next(self, params, latents, cache=None):
+    """(frames [B, n, H, W, 3] in [-1, 1], cache) of the next latent frames of a video, given
+    the causal cache the frames before left (None: `latents` begin the video). Fed chunk by
+    chunk, it gives the one-pass decode of their concatenation, so a video can be decoded while
+    it is still being generated."""
+    x, cache = vae_chunked.decode_step(self.module, params, cache, latents)
+    return jnp.clip(x, -1.0, 1.0), cache
 
   def reconstruct(self, params, video):
     return jnp.clip(self.module.apply({"params": params}, video, sample_posterior=False)[0],

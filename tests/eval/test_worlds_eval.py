@@ -214,6 +214,22 @@ def test_drift_summary_tells_a_slide_from_a_lucky_first_window():
   assert t2v_eval.drift_summary(lucky, resamples=300)["held"]
 
 
+def test_steady_prompts_are_those_whose_world_clip_keeps_its_object():
+  """Drift is read on the prompts whose own world clip keeps the object in view and readable in
+  every window; a clip whose object leaves the frame (or blurs) is not held against the model."""
+  from sora_jax.eval import t2v_eval
+  ref = {k: np.ones((4, 3)) for k in t2v_eval.DRIFT_KEYS}
+  ref["color"][1, 2] = 0.0          # the world's object has left the frame
+  ref["shape"][3, 1] = 0.5
+  lost = [[1.0, 0.2, 0.1], [1.0, 0.0, 0.0]]
+  model = {"per_video": {k: [[1.0, 0.9, 1.0], lost[0], [1.0, 1.0, 0.95], lost[1]]
+                         for k in t2v_eval.DRIFT_KEYS}}
+  s = t2v_eval.steady_subset(model, ref)
+  assert s["num_videos"] == 2
+  assert s["drift"]["color"]["held"] and s["drift"]["shape"]["later_over_first"] > 0.9
+  assert not t2v_eval.drift_summary(np.asarray(model["per_video"]["color"]))["held"]
+
+
 def test_framing_counts_frames_with_the_object_cut_by_an_edge():
   frames = np.full((4, 40, 60, 3), 35, np.uint8)
   for t, x0 in enumerate((20, 30, 52, 0)):   # inside, inside, cut at the right, cut at the left
