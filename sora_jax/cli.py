@@ -64,6 +64,9 @@ _WINDOWS = flags.DEFINE_bool("windows", False, "sample/demo: generate in overlap
                              "the training length (any --seconds, flat memory).")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "sample --windows / eval long: latent frames "
                                 "each window shares with the one before (default 1).")
+_EXTEND_GUIDANCE = flags.DEFINE_float("extend_guidance", None, "sample --windows / eval long: "
+                                       "CFG scale of the windows after the first (default: "
+                                       "config.sample.extend_guidance_scale).")
 _CONNECT = flags.DEFINE_string("connect", None, "sample/demo: A,B - begin with video A, end "
                                "with video B, a generated transition between.")
 _KEYFRAMES = flags.DEFINE_string("keyframes", None, "sample/demo: SECONDS:IMAGE,... frames the "
@@ -139,7 +142,8 @@ def _sample_request() -> dict:
               image=_IMAGE.value, video=_VIDEO.value, extend=_EXTEND.value,
               retake=_RETAKE.value, loop=_LOOP.value, connect=_CONNECT.value,
               keyframes=_KEYFRAMES.value, edit=_EDIT.value, strength=_STRENGTH.value,
-              windows=_WINDOWS.value, overlap=_OVERLAP.value)
+              windows=_WINDOWS.value, overlap=_OVERLAP.value,
+              extend_guidance=_EXTEND_GUIDANCE.value)
 
 
 def cmd_sample(argv):
@@ -171,7 +175,8 @@ def cmd_eval(argv):
         workdir, seconds=_SECONDS.value or 60.0, split=_SPLIT.value,
         num_videos=_NUM.value if _NUM.present else 2,
         prompt=_PROMPT.value if _PROMPT.present else None, seed=_SEED.value,
-        num_steps=_STEPS.value,
+        num_steps=_STEPS.value, guidance_scale=_GUIDANCE.value,
+        extend_guidance=_EXTEND_GUIDANCE.value,
         overlap=1 if _OVERLAP.value is None else _OVERLAP.value)
   elif what == "shots":
     from sora_jax.eval import shots

@@ -237,6 +237,9 @@ def sample_section(objective: str = "flow", **overrides) -> mlc.ConfigDict:
       sampler=SAMPLER_FOR_OBJECTIVE.get(objective, "euler"),  # euler | heun (flow); ddim (eps, v)
       steps=30,                 # denoising steps
       guidance_scale=4.0,       # classifier-free guidance; 1 = off
+      extend_guidance_scale=0.0,  # a long video's windows after the first (--windows, eval
+                                # long): 0 = guidance_scale. Lower keeps the background's colour
+                                # from walking across windows (CFG amplifies each window's error)
       timestep_spacing="trailing",  # ddim: trailing (starts at t = 1) | leading
       shift="train",            # flow: the sampling grid's timestep shift; 'train' = the one the
                                 # model trained with (diffusion.shift), or a number

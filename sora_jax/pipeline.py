@@ -309,20 +309,33 @@ class TextToVideo:
     ignores it)."""
     return self.generate(prompt, edit=np.asarray(video), strength=strength, **kw)
 
+  def resolve_extend_guidance(self, extend_guidance=None, guidance_scale=None) -> float:
+    """The CFG scale of a long video's windows after the first: the given one, else
+    config.sample.extend_guidance_scale, else (0) the first window's."""
+    if extend_guidance is None:
+      extend_guidance = (float(self.config.sample.extend_guidance_scale)
+                         or self.sizes(guidance_scale=guidance_scale)[2])
+    if not math.isfinite(float(extend_guidance)):
+      raise config_lib.ConfigError(f"--extend_guidance={extend_guidance!r} must be a finite "
+                                   "number")
+    return float(extend_guidance)
+
   def long_video(self, prompt: str, **kw) -> np.ndarray:
     """A video of any length in overlapping windows (`long_videos` for one prompt)."""
     return self.long_videos([prompt], **kw)[0]
 
   def long_videos(self, prompts: list[str], *, seconds=None, num_frames=None, height=None,
                   width=None, aspect=None, window: int | None = None, overlap: int = 1,
-                  num_steps=None, guidance_scale=None, seed: int = 0,
+                  num_steps=None, guidance_scale=None, extend_guidance=None, seed: int = 0,
                   progress: bool = False) -> list[np.ndarray]:
     """Videos of any length in overlapping windows, one per prompt, all prompts in each sampler
-    call: the first window is text-to-video, every later one continues the video from its last
-    1 + tc * (overlap - 1) frames, re-encoded as the first `overlap` latent frames of a clip (the
-    same compiled conditional sampler each time). Each window's new latents are decoded as they
-    come, the causal decoder's cache carried over, so memory is that of one window whatever the
-    duration. uint8 [T, H, W, 3] per prompt."""
+    call: the first window is text-to-video, every later one extends the last `overlap` latent
+    frames of the one before (the same compiled conditional sampler each time). Each window's new
+    latents are decoded as they come, the causal decoder's cache carried over (the frames of one
+    decode of all the latents), so memory is that of one window whatever the duration.
+    `extend_guidance`: the CFG scale of the windows after the first (default:
+    config.sample.extend_guidance_scale, or the first window's when that is 0).
+    uint8 [T, H, W, 3] per prompt."""
     prompts = self.check_prompts(list(prompts))
     num_frames, height, width = self.resolve_size(num_frames, height, width, aspect, seconds)
     total = self.sizes(num_frames, height, width)[0][0]           # latent frames wanted
@@ -333,24 +346,24 @@ class TextToVideo:
     tc = int(self.config.vae.temporal_compression)
     shape, steps, guidance = self.sizes(1 + tc * (win - 1), height, width, num_steps,
                                         guidance_scale)
+    later = self.resolve_extend_guidance(extend_guidance, guidance)
     tokens, mask = (jnp.asarray(a) for a in self.system.encode_prompts(prompts))
     n, vae = len(prompts), self.system.vae
-    chunks, known, cache, tail = [], None, None, None
+    chunks, known, cache = [], None, None
     made = 0                                                      # latent frames decoded
     while made < total:
       frames = conditioning.place(win, shape[1:], n, at=known)
       out = self._generate_cond(self.params, tokens, mask, jax.random.key(seed + len(chunks)),
-                                frames, None, shape, steps, guidance, None)
+                                frames, None, shape, steps,
+                                guidance if known is None else later, None)
       new = out[:, 0 if known is None else overlap:][:, :total - made]
       x, cache = vae.decode_next(self.system.vae_params, new / self.system.scale, cache)
       made += new.shape[1]
       chunks.append(to_uint8(x))
-      # Frames, not the last latent frames: training only ever holds a clip's start known, and
-      # a clip's first latent frame encodes one frame alone, a later one four (session 25).
-      tail = x if tail is None else jnp.concatenate([tail, x], axis=1)
-      tail = tail[:, -(1 + tc * (overlap - 1)):]
-      if made < total:
-        known = {0: np.asarray(self._encode(tail))}
+      # Latents, not the frames re-encoded as a clip start (which training holds at position 0):
+      # the decode / encode round trip per window moved the background's colour ~40 % further
+      # over a minute, and nothing else measured changed (RESULTS.md, issue 15, session 25).
+      known = {0: np.asarray(out[:, -overlap:])}
       if progress:
         print(f"window {len(chunks)}: {made}/{total} latent frames", flush=True)
     return list(np.concatenate(chunks, axis=1))

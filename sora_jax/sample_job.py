@@ -132,7 +132,8 @@ def run_mode(t2v: TextToVideo, prompt: str, *, image=None, video=None, extend=No
 def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None, width=None,
         num_steps=None, guidance_scale=None, seed: int = 0, overwrite: bool = False,
         unsigned: bool = False, prompt_in_manifest: bool = True, hooks=(), aspect=None,
-        seconds=None, overlap: int | None = None, **modes) -> dict:
+        seconds=None, overlap: int | None = None, extend_guidance: float | None = None,
+        **modes) -> dict:
   """Samples `prompt` with `t2v` and writes the labelled file; returns the write report.
   `aspect` ('16:9') and `seconds` resolve to a size as in `TextToVideo.resolve_size`; `modes`
   are run_mode's (image-to-video, extension, loops, ...); `overlap` is --windows' latent frames
@@ -142,6 +143,9 @@ def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None
   if overlap is not None and not windows:
     raise ConfigError("--overlap is the latent frames consecutive --windows share; give it "
                       "with --windows")
+  if extend_guidance is not None and not windows:
+    raise ConfigError("--extend_guidance is the CFG scale of --windows' later windows; give "
+                      "it with --windows")
   if windows:
     if any(modes.values()):
       raise ConfigError("--windows is text-to-video in windows; give it without another mode")
@@ -149,11 +153,13 @@ def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None
     frames = t2v.long_video(prompt, seconds=seconds, num_frames=num_frames, height=height,
                             width=width, aspect=aspect, num_steps=num_steps,
                             guidance_scale=guidance_scale, seed=seed, overlap=overlap,
-                            progress=True)
+                            extend_guidance=extend_guidance, progress=True)
     outputs.check_output_path(out, len(frames), overwrite=overwrite)
     return t2v.save(frames, out, prompt, seed=seed, overwrite=overwrite, unsigned=unsigned,
                     prompt_in_manifest=prompt_in_manifest, hooks=hooks,
-                    sampler={"mode": "windows", "overlap": overlap})
+                    sampler={"mode": "windows", "overlap": overlap,
+                             "extend_guidance": t2v.resolve_extend_guidance(extend_guidance,
+                                                                            guidance_scale)})
   if any(modes.values()):
     frames = run_mode(t2v, prompt, num_frames=num_frames, height=height, width=width,
                       aspect=aspect, seconds=seconds, num_steps=num_steps,

@@ -163,6 +163,7 @@ def test_eval_long_reports_drift_per_window_over_videos(runs):
   # The same captions' own world clips, scored the same way, and the prompts they keep steady.
   assert r["world_reference"]["color"]["window_mean"][0] == 1.0
   assert 0 <= r["steady"]["num_videos"] <= 2 and len(r["per_video"]["shape"]) == 2
+  assert len(r["background_shift"]) == 2 and r["background_shift"][0] == 0.0
 
 
 def test_data_preview_writes_a_watchable_grid(tmp_path):

@@ -146,13 +146,18 @@ def drift_report(video: np.ndarray, caption: str, fps: float, window_s: float = 
                  seams: list[int] | None = None) -> dict:
   """Per ~2 s window: the world evaluator's colour / shape / direction / plausibility against the
   caption (is the prompted object still there, still itself, still moving as asked?); each
-  window's score over the first window's; and, at generation seams, the frame-to-frame change
+  window's score over the first window's; how far the background's colour has moved from the
+  first window's (mean |RGB| / 255 of the per-frame median colour, which a small object does not
+  move: a slow fade no adherence score reads); and, at generation seams, the frame-to-frame change
   against the change inside windows (a seam that jumps shows up as flicker)."""
   n = max(2, int(round(window_s * fps)))
+  backdrop = np.median(np.asarray(video, np.float32).reshape(len(video), -1, 3), axis=1)
   windows = []
   for a in range(0, len(video) - n + 1, n):
     s = world_eval.score_video(video[a:a + n], caption, fps)
-    windows.append({"start_s": a / fps, **{k: float(s[k]) for k in DRIFT_KEYS}})
+    shift = np.abs(backdrop[a:a + n].mean(0) - backdrop[:n].mean(0)).mean() / 255.0
+    windows.append({"start_s": a / fps, **{k: float(s[k]) for k in DRIFT_KEYS},
+                    "background_shift": float(shift)})
   first = windows[0]
   ratio = {k: [w[k] / first[k] if first[k] > 0 else None for w in windows] for k in DRIFT_KEYS}
   diff = np.abs(np.diff(np.asarray(video, np.float32), axis=0)).mean((1, 2, 3)) / 255.0
@@ -198,7 +203,9 @@ def drift_summary(scores: np.ndarray, *, resamples: int = 2000, seed: int = 0) -
 
 def evaluate_long(t2v, captions: list[str], *, seconds: float, window: int | None = None,
                   overlap: int = 1, seed: int = 0, window_s: float = 2.0,
-                  batch: int = 8, num_steps: int | None = None) -> dict:
+                  batch: int = 8, num_steps: int | None = None,
+                  guidance_scale: float | None = None,
+                  extend_guidance: float | None = None) -> dict:
   """Long videos for `captions` (`batch` prompts per sampler call) and their drift reports:
   per-window scores averaged over the videos, whether every window's colour and shape mean stays
   within 10 % of the first's, and `drift_summary` per score with intervals over videos."""
@@ -210,6 +217,8 @@ def evaluate_long(t2v, captions: list[str], *, seconds: float, window: int | Non
     chunk = captions[b:b + batch]
     for caption, video in zip(chunk, t2v.long_videos(chunk, seconds=seconds, window=win,
                                                      overlap=overlap, num_steps=num_steps,
+                                                     guidance_scale=guidance_scale,
+                                                     extend_guidance=extend_guidance,
                                                      seed=seed + b)):
       total = 1 + (len(video) - 1) // tc
       reports.append(drift_report(video, caption, fps, window_s,
@@ -223,11 +232,16 @@ def evaluate_long(t2v, captions: list[str], *, seconds: float, window: int | Non
     m["start_s"] = reports[0]["windows"][w]["start_s"]
   strict = {k: bool(all(m[k] >= 0.9 * mean[0][k] for m in mean)) for k in ("color", "shape")}
   seam = [r["seam_change"] for r in reports if r["seam_change"] is not None]
+  backdrop = np.array([[r["windows"][w]["background_shift"] for w in range(n_win)]
+                       for r in reports])
   return {"num_videos": len(captions), "seconds": seconds, "frames": int(len(videos[0])),
           "window_latent_frames": win, "overlap": overlap, "windows": mean,
+          "guidance_scale": t2v.sizes(guidance_scale=guidance_scale)[2],
+          "extend_guidance": t2v.resolve_extend_guidance(extend_guidance, guidance_scale),
           "within_10pct_of_first": strict,
           "drift": {k: drift_summary(per_video[k]) for k in DRIFT_KEYS},
           "per_video": {k: v.round(4).tolist() for k, v in per_video.items()},
+          "background_shift": backdrop.mean(0).round(4).tolist(),
           "seam_change": float(np.mean(seam)) if seam else None,
           "inside_change": float(np.mean([r["inside_change"] for r in reports])),
           "videos": videos}
@@ -236,7 +250,8 @@ def evaluate_long(t2v, captions: list[str], *, seconds: float, window: int | Non
 def world_long_reference(data_cfg, split: str, num: int, frames: int,
                          window_s: float = 2.0) -> tuple[list[str], dict]:
   """The procedural world's own clips of `frames` frames for the first `num` held-out captions of
-  `split`, scored per window as generated videos are: (captions, {score: [videos, windows]}).
+  `split`, scored per window as generated videos are: (captions, {score: [videos, windows]},
+  'background_shift' beside the scores).
   Over a minute the world's objects leave the frame, grow past it or shrink, so its own
   per-window adherence falls; that is the reference a model's drift is read against."""
   cfg = data_cfg.copy_and_resolve_references()
@@ -250,7 +265,7 @@ def world_long_reference(data_cfg, split: str, num: int, frames: int,
     reports.append(drift_report(video, captions[-1], float(cfg.fps), window_s))
   n_win = min(len(r["windows"]) for r in reports)
   return captions, {k: np.array([[r["windows"][w][k] for w in range(n_win)] for r in reports])
-                    for k in DRIFT_KEYS}
+                    for k in (*DRIFT_KEYS, "background_shift")}
 
 
 def steady_subset(result: dict, reference: dict, keys=("color", "shape")) -> dict:
@@ -269,7 +284,8 @@ def steady_subset(result: dict, reference: dict, keys=("color", "shape")) -> dic
 def evaluate_long_workdir(workdir: str, *, seconds: float = 60.0, split: str = "test",
                           num_videos: int = 2, prompt: str | None = None, seed: int = 0,
                           window: int | None = None, overlap: int = 1, batch: int = 8,
-                          num_steps: int | None = None) -> dict:
+                          num_steps: int | None = None, guidance_scale: float | None = None,
+                          extend_guidance: float | None = None) -> dict:
   from sora_jax.pipeline import TextToVideo
   t2v = TextToVideo.from_workdir(workdir, on_long="warn")
   reference = None
@@ -281,10 +297,13 @@ def evaluate_long_workdir(workdir: str, *, seconds: float = 60.0, split: str = "
   else:
     captions = held_out_captions(t2v.config.data, split, num_videos)
   result = evaluate_long(t2v, captions, seconds=seconds, window=window, overlap=overlap,
-                         seed=seed, batch=batch, num_steps=num_steps)
+                         seed=seed, batch=batch, num_steps=num_steps,
+                         guidance_scale=guidance_scale, extend_guidance=extend_guidance)
   result.pop("videos")
   result["captions"] = captions
   if reference is not None:
-    result["world_reference"] = {k: drift_summary(v) for k, v in reference.items()}
+    result["world_reference"] = {k: drift_summary(reference[k]) for k in DRIFT_KEYS}
+    result["world_reference"]["background_shift"] = (
+        reference["background_shift"].mean(0).round(4).tolist())
     result["steady"] = steady_subset(result, reference)
   return result

@@ -190,6 +190,12 @@ def test_drift_report_sees_an_object_vanish():
   bad = t2v_eval.drift_report(gone, caption, fps=8, window_s=2.0, seams=[16])
   assert bad["ratio_to_first"]["color"][1] < 0.5
   assert bad["seam_change"] > bad["inside_change"]
+  # A backdrop that brightens by 30 levels: no adherence score reads it, the background shift does.
+  faded = video.copy()
+  faded[16:] = (faded[16:].astype(np.int16) + 30).clip(0, 255).astype(np.uint8)
+  fade = t2v_eval.drift_report(faded, caption, fps=8, window_s=2.0)
+  assert good["windows"][1]["background_shift"] < 0.02
+  assert abs(fade["windows"][1]["background_shift"] - 30 / 255) < 0.02
 
 
 def test_drift_summary_tells_a_slide_from_a_lucky_first_window():
