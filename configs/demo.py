@@ -57,6 +57,9 @@ T2V_SHIFT_TOKENS, T2V_SHIFT = 80, 3.0
 SHOTS_STEPS, SHOTS_LR, SHOTS_WARMUP = 1500, 5e-4, 150
 SHOTS_FROM = "workdirs/demo/t2v"
 # stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
+# Not the shipped recipe: at 6000 steps it matched the square stage on colour at every size and
+# trailed it on direction (0.55 vs 0.61 over four sizes, 64 prompts each) at 1.8 vs 2.2 steps/s
+# (RESULTS.md, issue 14, session 25).
 MIX = "17x64x64:2,17x64x112,17x112x64,33x64x64,1x64x64"
 # stage=t2v (tasks=1, the default; tasks=0 trains text-to-video only): the frame-conditioning
 # task mix (image-to-video, extension, connect, ...).
