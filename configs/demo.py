@@ -166,8 +166,9 @@ def get_config(arg=None):
       # 0.40 at 8) and direction the same at 3, 5 and 8 (RESULTS.md, issue 13, session 11).
       c.sample.guidance_scale = 5.0
       # 2 for a long video's windows after the first: over 60 s (16 videos) the background's
-      # colour moved 0.062 (mean |RGB| / 255) against 0.089 at 5, adherence unchanged; 1 moved it
-      # 0.050 but lost shape (RESULTS.md, issue 15, session 25).
+      # colour moved 0.062 (mean |RGB| / 255) against 0.089 at 5; 1 moved it 0.050 but lost
+      # shape. The price on 64 videos: shape slides slowly (trend 0.88) on prompts whose own
+      # world clip changes too (RESULTS.md, issue 15, session 25).
       c.sample.extend_guidance_scale = 2.0
       if shots:
         c.train.init_from = SHOTS_FROM
