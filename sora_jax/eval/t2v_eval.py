@@ -14,6 +14,7 @@ import numpy as np
 
 from sora_jax.data import pipeline
 from sora_jax.eval import worlds as world_eval
+from sora_jax.systems.vae import to_uint8
 
 
 def held_out_captions(data_cfg, split: str, num: int) -> list[str]:
@@ -260,9 +261,8 @@ def world_long_reference(data_cfg, split: str, num: int, frames: int,
   captions, reports = [], []
   for b in _held_out(cfg, split, num):
     captions.append(str(b["caption"][0]))
-    video = np.asarray(b["video"][0])                            # [-1, 1] from the pipeline
-    video = ((video + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-    reports.append(drift_report(video, captions[-1], float(cfg.fps), window_s))
+    reports.append(drift_report(to_uint8(b["video"][0]), captions[-1], float(cfg.fps),
+                                window_s))
   n_win = min(len(r["windows"]) for r in reports)
   return captions, {k: np.array([[r["windows"][w][k] for w in range(n_win)] for r in reports])
                     for k in (*DRIFT_KEYS, "background_shift")}
