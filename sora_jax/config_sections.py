@@ -174,6 +174,8 @@ def model_section(**overrides) -> mlc.ConfigDict:
       pos="rope3d",             # rope3d (rotary over t, h, w) | sincos (fixed, added) |
                                 # rope3d+abs (both: rotary, plus sin-cos of each token's t, h, w)
       rope_theta=10000.0,       # RoPE base frequency
+      layout_readout=False,     # text: each token position also reads the caption by its
+                                # place alone (where-words at t ~ 1; RESULTS.md issue 13)
       cond="text",              # text (cross-attention to the text encoder) | class (labels)
       num_classes=0,            # cond='class': labels, plus one null label for CFG
       learn_sigma=False,        # also predict the variance (doubles the output channels)

@@ -2,7 +2,8 @@
 
 Two modes share one module:
   * text-to-video (cond='text'): RoPE-3D + QK-norm self-attention over all spacetime tokens,
-    zero-initialised cross-attention to text, SwiGLU MLP;
+    zero-initialised cross-attention to text, SwiGLU MLP; `layout_readout` adds one more
+    cross-attention before the blocks whose queries are positions alone (where-words);
   * DiT paper (cond='class', pos='sincos', mlp='gelu', qk_norm=False, out_channels=2C): the
     class-conditional image model of Peebles & Xie, with the reference parameter layout.
 
@@ -151,6 +152,7 @@ class DiT(nn.Module):
   cond: str = "text"
   num_classes: int = 0
   text_width: int | None = None
+  layout_readout: bool = False
   remat_policy: str = "auto"
   scan_layers: bool = True
   attention_impl: str = "xla"
@@ -260,6 +262,19 @@ class DiT(nn.Module):
         pooled = ((ctx * m).sum(1) / jnp.maximum(m.sum(1), 1.0))[:, None]
       c = c + L.Dense(self.width, ("mlp", "embed"), name="text_pool", **kw)(pooled)
       context = L.constrain(ctx, ("act_batch", None, "act_embed"))
+      if self.layout_readout:
+        # At t ~ 1 a token's content is noise, so what a caption says about *where* ("starts
+        # near the left side", "moves to the right") has no query to answer it: the blocks'
+        # cross-attention asks from content. Here each place asks from its position alone
+        # (sin-cos of t, h, w through a learned projection, so any size and packing work),
+        # and what it reads is added to the token before the blocks (zero-initialised).
+        pq = L.Dense(self.width, (None, "embed"), name="layout_query", **kw)(
+            L.sincos_positions(self.width, pos).astype(self.dtype))
+        pq = jnp.broadcast_to(pq, h.shape)
+        h = h + L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
+                                 name="layout_readout", **kw)(
+            pq, context, context_mask, segment_ids if packed else None,
+            context_segment_ids if packed else None)
 
     segments = (segment_ids, context_segment_ids, per_group) if packed else None
     block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
@@ -320,7 +335,7 @@ def resolve_model_config(model_cfg) -> dict:
   defaults = dict(mlp="swiglu", mlp_ratio=4.0, qk_norm=True, pos="rope3d", cond="text",
                   num_classes=0, remat_policy="auto", scan_layers=True,
                   attention_impl="xla", dtype="float32", param_dtype="float32", out_channels=0,
-                  learn_sigma=False, rope_theta=10000.0)
+                  learn_sigma=False, rope_theta=10000.0, layout_readout=False)
   for k, d in defaults.items():
     out[k] = _get(model_cfg, k, d)
   return out
@@ -335,6 +350,7 @@ def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = Non
              mlp=r["mlp"], mlp_ratio=float(r["mlp_ratio"]), qk_norm=bool(r["qk_norm"]),
              pos=r["pos"], rope_theta=float(r["rope_theta"]), cond=r["cond"],
              num_classes=int(r["num_classes"]), text_width=text_width,
+             layout_readout=bool(r["layout_readout"]),
              remat_policy=r["remat_policy"], scan_layers=bool(r["scan_layers"]),
              attention_impl=r["attention_impl"], dtype=_dtype(r["dtype"]),
              param_dtype=_dtype(r["param_dtype"]))

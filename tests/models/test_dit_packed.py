@@ -124,6 +124,36 @@ def test_absolute_positions_packed_equal_each_clip_alone(setup):
   assert float(jnp.abs(a - b).max()) > 1e-3
 
 
+def test_layout_readout_packed_equals_each_clip_alone(setup):
+  """model.layout_readout: each place reads its own clip's caption by its position alone; packed,
+  a clip still reads only its caption and its grid, and the path changes the output."""
+  _, base, clips, p = setup
+  model = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
+                  pos="rope3d+abs", layout_readout=True)
+  x, t, ctx, mask = clips[0]
+  fresh = nn.unbox(jax.jit(lambda k: model.init(k, x, jnp.full((1,), t), context=ctx,
+                                                context_mask=mask))(jax.random.key(1))["params"])
+  # zero-initialised: a new run starts as the plain DiT
+  assert not np.any(np.asarray(fresh["layout_readout"]["out"]["kernel"]))
+  r = np.random.RandomState(2)
+  params = dict(base, **{k: jax.tree.map(lambda l: jnp.asarray(0.2 * r.randn(*l.shape), l.dtype),
+                                         fresh[k]) for k in ("layout_query", "layout_readout")})
+  out = params["layout_readout"]["out"]["kernel"]
+  packed, alone = jax.jit(lambda prm: (
+      model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                  context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                  positions=p["positions"], context_segment_ids=p["context_segment_ids"]),
+      jnp.concatenate([patching.patchify(model.apply(
+          {"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask), PATCH)[0]
+          for x, t, ctx, mask in clips], axis=1)))(params)
+  np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)
+  off = dict(params, layout_readout=dict(params["layout_readout"], out=dict(
+      params["layout_readout"]["out"], kernel=jnp.zeros_like(out))))
+  a, b = (model.apply({"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask)
+          for prm in (params, off))
+  assert float(jnp.abs(a - b).max()) > 1e-3
+
+
 def test_packed_input_errors(setup):
   model, params, _, p = setup
   kw = {k: p[k] for k in ("context", "context_mask", "segment_ids", "context_segment_ids")}
