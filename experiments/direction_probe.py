@@ -9,7 +9,13 @@ object starts (frame 0 centroid along the motion's axis, 0 = left / top edge, 1 
 and how far it has moved by frame 6 along that axis (frame widths / heights; > 0 = right / down),
 and the evaluator's direction score. A model that reads the word starts and moves its objects
 differently for "right" and "left" from the same noise; one that does not gives the same rows.
-Writes table.json, table.md and command.txt.
+
+The same question for where-words: `placement` samples the world's detailed caption with only
+"It starts near the <place> of the frame." changed (the world's own clips start ~0.25 of the
+frame apart between left and right), and `t1_spread` asks the model for its clean-clip guess
+x0 = x - t v at t = 1 (pure noise), where the ideal guess is the caption's mean clip, the same
+for every noise: seed variance over prompt variance there says how much of the layout the noise,
+not the caption, decides. Writes table.json, table.md and command.txt.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import argparse
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -52,6 +60,90 @@ def probe(t2v, subject: str, seeds: int) -> list[dict]:
   return rows
 
 
+PLACES = ("left side", "right side", "upper middle", "lower middle", "centre")
+DETAILED = ("A large {subject} shrinks. It starts near the {place} of the frame. It shrinks to less "
+            "than half its size. The scene is set against a dark gradient backdrop.")
+T1_PROMPTS = ("a red square slides to the right", "a blue circle falls", "a green star grows",
+              "a yellow triangle bounces to the left", "a white square shrinks",
+              "a cyan circle orbits clockwise", "a magenta star bounces upward",
+              "an orange triangle spins")
+
+
+def placement(t2v, subject: str, seeds: int) -> list[dict]:
+  """Mean frame-0 centroid (x, y as fractions of the frame) per place word, same noise."""
+  color = world_eval.parse_caption(f"a {subject}")["color"]
+  rows = []
+  for place in PLACES:
+    xs, ys = [], []
+    for v in t2v([DETAILED.format(subject=subject, place=place)] * seeds, seed=0):
+      det = world_eval.detect(v, color)
+      idx = np.nonzero(det["visible"])[0]
+      if len(idx):
+        xs.append(float(det["centroid"][idx[0], 0]))
+        ys.append(float(det["centroid"][idx[0], 1]))
+    rows.append({"place": place, "x": float(np.mean(xs)) if xs else float("nan"),
+                 "y": float(np.mean(ys)) if ys else float("nan"), "tracked": len(xs)})
+  return rows
+
+
+def t1_spread(t2v, seeds: int, ts=(1.0, 0.99, 0.97, 0.9)) -> list[dict]:
+  """Seed and prompt variance of the model's clean-clip guess from scaled pure noise t * eps."""
+  system, params = t2v.system, t2v.params
+  shape = tuple(system.latent_shape)
+  tokens, mask = system.encode_prompts([p for p in T1_PROMPTS for _ in range(seeds)])
+  cond = (system._context(params, jnp.asarray(tokens), jnp.asarray(mask)), jnp.asarray(mask))
+  noise = jnp.tile(jax.random.normal(jax.random.key(0), (seeds, *shape)),
+                   (len(T1_PROMPTS),) + (1,) * len(shape))
+  fn = jax.jit(system.model_fn(params))
+  rows = []
+  for t in ts:
+    x = noise * t
+    x0 = np.asarray(x - t * fn(x, jnp.full((len(x),), t), cond)).reshape(len(T1_PROMPTS),
+                                                                        seeds, -1)
+    seed_var, prompt_var = float(x0.var(1).mean()), float(x0.mean(1).var(0).mean())
+    rows.append({"t": t, "seed_var": seed_var, "prompt_var": prompt_var,
+                 "ratio": seed_var / max(prompt_var, 1e-12)})
+  return rows
+
+
+def text_separation(t2v, subject: str) -> list[dict]:
+  """How much the caption features the DiT reads (the encoder's output through its text
+  projections) change when one word of a detailed caption is swapped — the place word, then
+  the colour — at that word, at the other words (mean), and pooled; relative to the first
+  caption's norms."""
+  system, params = t2v.system, t2v.params
+  color, rest = subject.split(" ", 1)
+  other = "blue" if color != "blue" else "red"
+  left = DETAILED.format(subject=subject, place="left side")
+  pairs = (("left/right", left, DETAILED.format(subject=subject, place="right side")),
+           (f"{color}/{other}", left, DETAILED.format(subject=f"{other} {rest}",
+                                                      place="left side")))
+  rows = []
+  for swap, a, b in pairs:
+    tokens, mask = system.encode_prompts([a, b])
+    ctx = system._context(params, jnp.asarray(tokens), jnp.asarray(mask))
+    n = int(mask[0].sum())
+    f = np.asarray(_projected_context(params["dit"], ctx))[:, :n]
+    rel = np.linalg.norm(f[0] - f[1], axis=-1) / np.linalg.norm(f[0], axis=-1)
+    at = np.nonzero(tokens[0, :n] != tokens[1, :n])[0]
+    if not len(at):   # the caption was cut before the word (a short text.max_len)
+      rows.append({"swap": swap, "cut": True, "at_word": float("nan"),
+                   "other_words": float("nan"), "pooled": float("nan")})
+      continue
+    pooled = f.mean(1)
+    rows.append({"swap": swap, "cut": False, "at_word": float(rel[at].mean()),
+                 "other_words": float(np.delete(rel, at).mean()),
+                 "pooled": float(np.linalg.norm(pooled[0] - pooled[1])
+                                 / np.linalg.norm(pooled[0]))})
+  return rows
+
+
+def _projected_context(dit_params, ctx):
+  p1, p2 = dit_params["text_proj1"], dit_params["text_proj2"]
+  h = jax.nn.gelu(ctx @ p1["kernel"] + p1["bias"], approximate=True)
+  return h @ p2["kernel"] + p2["bias"]
+
+
 def table_md(results: dict) -> str:
   out = ["| run | prompt | start | moved by frame 6 | share moving right / down | direction |",
          "|---|---|---:|---:|---:|---:|"]
@@ -59,6 +151,27 @@ def table_md(results: dict) -> str:
     for r in rows:
       out.append(f"| {name} | {r['prompt']} | {r['start']:.2f} | {r['moved']:+.3f} | "
                  f"{r['moved_positive']:.2f} | {r['direction']:.2f} |")
+  return "\n".join(out) + "\n"
+
+
+def separation_md(seps: dict) -> str:
+  out = ["| run | swap | change at the word | at the other words | pooled |", "|---|---|---:|---:|---:|"]
+  for name, rows in seps.items():
+    out += [f"| {name} | {r['swap']} | {r['at_word']:.2f} | {r['other_words']:.2f} | "
+            f"{r['pooled']:.2f} |" for r in rows]
+  return "\n".join(out) + "\n"
+
+
+def layout_md(places: dict, spreads: dict) -> str:
+  out = ["| run | " + " | ".join(f"{p}: x, y" for p in PLACES) + " |",
+         "|---|" + "---:|" * len(PLACES)]
+  for name, rows in places.items():
+    out.append(f"| {name} | " + " | ".join(f"{r['x']:.2f}, {r['y']:.2f}" for r in rows) + " |")
+  ts = [r["t"] for r in next(iter(spreads.values()))]
+  out += ["", "| run | " + " | ".join(f"seed / prompt variance at t={t:g}" for t in ts) + " |",
+          "|---|" + "---:|" * len(ts)]
+  for name, rows in spreads.items():
+    out.append(f"| {name} | " + " | ".join(f"{r['ratio']:.2f}" for r in rows) + " |")
   return "\n".join(out) + "\n"
 
 
@@ -72,9 +185,16 @@ def main():
   os.makedirs(a.out, exist_ok=True)
   with open(os.path.join(a.out, "command.txt"), "w") as f:
     f.write("python " + " ".join(sys.argv) + "\n")
-  results = {name: probe(TextToVideo.from_workdir(w, on_long="warn"), a.subject, a.seeds)
-             for name, w in (item.split("=", 1) for item in a.workdirs.split(","))}
-  write_table(a.out, results, table_md(results))
+  results, places, spreads, seps = {}, {}, {}, {}
+  for name, w in (item.split("=", 1) for item in a.workdirs.split(",")):
+    t2v = TextToVideo.from_workdir(w, on_long="warn")
+    results[name] = probe(t2v, a.subject, a.seeds)
+    places[name] = placement(t2v, a.subject, a.seeds)
+    spreads[name] = t1_spread(t2v, min(a.seeds, 8))
+    seps[name] = text_separation(t2v, a.subject)
+  write_table(a.out, {"direction": results, "placement": places, "t1_spread": spreads,
+                      "text_separation": seps},
+              table_md(results) + "\n" + layout_md(places, spreads) + "\n" + separation_md(seps))
 
 
 if __name__ == "__main__":

@@ -156,6 +156,19 @@ def test_direction_probe_and_multishot_tables(t2v_tiny):
   assert all(0 <= r["direction"] <= 1 for r in rows)
   md = direction_probe.table_md({"tiny": rows})
   assert md.count("| tiny |") == len(direction_probe.PHRASES)
+  places = direction_probe.placement(t2v_tiny, "red square", seeds=2)
+  assert [r["place"] for r in places] == list(direction_probe.PLACES)
+  spread = direction_probe.t1_spread(t2v_tiny, seeds=2, ts=(1.0,))
+  # the tiny model's guess moves with its noise: seed variance is measured, not zero
+  assert spread[0]["seed_var"] > 0 and spread[0]["prompt_var"] >= 0
+  layout = direction_probe.layout_md({"tiny": places}, {"tiny": spread})
+  assert layout.count("| tiny |") == 2
+  seps = direction_probe.text_separation(t2v_tiny, "red square")
+  assert [r["swap"] for r in seps] == ["left/right", "red/blue"]
+  # a swapped word changes its own feature, unless the tiny model's short captions cut it
+  assert not seps[1]["cut"] and seps[1]["at_word"] > 0
+  assert seps[0]["cut"] or seps[0]["at_word"] > 0
+  assert direction_probe.separation_md({"tiny": seps}).count("| tiny |") == 2
   fake = {"world": "large_shots", "num_videos": 2, "cuts_unasked": 0.5,
           "shots": dict.fromkeys(shots.KEYS, 0.25), "chance": dict.fromkeys(shots.KEYS, 0.0),
           "adherence_one_shot": {"color": 1.0, "shape": 0.5}}
