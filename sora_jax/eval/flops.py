@@ -63,6 +63,8 @@ def forward_macs_formula(model_cfg, num_tokens: int, context_len: int = 0, *,
     total += n * d * pvol * out_ch
   if text and text_width:
     total += context_len * (text_width * d + d * d) + d * d  # caption MLP and pooled vector
+  if text and r["layout_readout"]:   # position queries (sin-cos -> d) reading the caption
+    total += n * d * d + 2 * n * d * d + 2 * context_len * d * d + 2 * n * context_len * d
   return float(total)
 
 

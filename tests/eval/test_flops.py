@@ -53,6 +53,18 @@ def test_xla_agrees_with_formula_and_extrapolation_is_exact():
   assert abs(xla - formula) / formula < 0.10, (xla, formula)
 
 
+def test_layout_readout_macs_formula_matches_xla():
+  """The position-query cross-attention is counted once (it sits before the blocks)."""
+  latent, ctx, tw = (2, 8, 8, 4), 8, 16
+  cfg, on = dict(TINY, depth=2), dict(TINY, depth=2, layout_readout=True)
+  xla = [flops.model_macs_xla(dit.dit_from_config(c, in_channels=4, text_width=tw), latent, ctx,
+                              tw) for c in (cfg, on)]
+  formula = [flops.forward_macs_formula(c, 32, ctx, in_channels=4, text_width=tw)
+             for c in (cfg, on)]
+  added_xla, added_formula = xla[1] - xla[0], formula[1] - formula[0]
+  assert added_formula > 0 and abs(added_xla - added_formula) / added_formula < 0.10
+
+
 def test_flops_report_rows():
   rows = flops.flops_report(dit_paper.get_config("runlocal"))
   (row,) = rows
