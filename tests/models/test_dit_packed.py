@@ -102,12 +102,8 @@ def test_packed_row_equals_each_clip_alone(setup):
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_absolute_positions_packed_equal_each_clip_alone(setup):
-  """pos='rope3d+abs' adds each token's sin-cos (t, h, w): a packed clip still reads only its own
-  grid's positions, so it equals the clip alone."""
-  _, params, clips, p = setup
-  model = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
-                  pos="rope3d+abs")
+def _assert_packed_equals_alone(model, params, clips, p):
+  """The packed row's tokens equal each clip run alone through `model`, side by side."""
   packed, alone = jax.jit(lambda prm: (
       model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
                   context_mask=p["context_mask"], segment_ids=p["segment_ids"],
@@ -116,6 +112,15 @@ def test_absolute_positions_packed_equal_each_clip_alone(setup):
           {"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask), PATCH)[0]
           for x, t, ctx, mask in clips], axis=1)))(params)
   np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)
+
+
+def test_absolute_positions_packed_equal_each_clip_alone(setup):
+  """pos='rope3d+abs' adds each token's sin-cos (t, h, w): a packed clip still reads only its own
+  grid's positions, so it equals the clip alone."""
+  _, params, clips, p = setup
+  model = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
+                  pos="rope3d+abs")
+  _assert_packed_equals_alone(model, params, clips, p)
   # ... and the positions matter: the same row without them is another function.
   rope_only = dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT)
   first = clips[0]
@@ -139,14 +144,7 @@ def test_layout_readout_packed_equals_each_clip_alone(setup):
   params = dict(base, **{k: jax.tree.map(lambda l: jnp.asarray(0.2 * r.randn(*l.shape), l.dtype),
                                          fresh[k]) for k in ("layout_query", "layout_readout")})
   out = params["layout_readout"]["out"]["kernel"]
-  packed, alone = jax.jit(lambda prm: (
-      model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
-                  context_mask=p["context_mask"], segment_ids=p["segment_ids"],
-                  positions=p["positions"], context_segment_ids=p["context_segment_ids"]),
-      jnp.concatenate([patching.patchify(model.apply(
-          {"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask), PATCH)[0]
-          for x, t, ctx, mask in clips], axis=1)))(params)
-  np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)
+  _assert_packed_equals_alone(model, params, clips, p)
   off = dict(params, layout_readout=dict(params["layout_readout"], out=dict(
       params["layout_readout"]["out"], kernel=jnp.zeros_like(out))))
   a, b = (model.apply({"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask)
