@@ -271,6 +271,10 @@ def check_model(config: mlc.ConfigDict) -> None:
   if model.attention_impl == "cudnn" and model.dtype != "bfloat16":
     raise ConfigError("config.model.attention_impl='cudnn' needs model.dtype='bfloat16' "
                       "(cuDNN flash attention runs in bf16/fp16 only)")
+  if model.get("layout_prior", False) and not (model.get("layout_readout", False)
+                                               and model.get("cond", "text") == "text"):
+    raise ConfigError("config.model.layout_prior=True trains what model.layout_readout reads: "
+                      "also set --config.model.layout_readout=True (text conditioning)")
   if model.attention_impl in ("ring", "allgather") and config.mesh.context == 1:
     raise ConfigError(f"config.model.attention_impl={model.attention_impl!r} shards tokens over "
                       "the context axis; set mesh.context > 1 (or use attention_impl='xla')")

@@ -176,6 +176,9 @@ def model_section(**overrides) -> mlc.ConfigDict:
       rope_theta=10000.0,       # RoPE base frequency
       layout_readout=False,     # text: each token position also reads the caption by its
                                 # place alone (where-words at t ~ 1; RESULTS.md issue 13)
+      layout_prior=False,       # with layout_readout: what it reads is also trained to be the
+                                # caption's expected clean clip, at every t (weight:
+                                # diffusion.layout_prior_weight; RESULTS.md issue 13, session 27)
       cond="text",              # text (cross-attention to the text encoder) | class (labels)
       num_classes=0,            # cond='class': labels, plus one null label for CFG
       learn_sigma=False,        # also predict the variance (doubles the output channels)
@@ -226,6 +229,7 @@ def diffusion_section(**overrides) -> mlc.ConfigDict:
       frame_tasks="",           # t2v frame conditioning tasks "none:0.5,first:0.3,forcing:0.2"
                                 # (diffusion/conditioning.py); "" = text-to-video only
       known_noise=0.0,          # frame tasks: known frames noised to t ~ U(0, this) in training
+      layout_prior_weight=1.0,  # model.layout_prior: weight of its loss (MSE to the clean clip)
   ), overrides)
 
 

@@ -123,6 +123,7 @@ def _t2v(**over):
     ({"model.attention_impl": "cudnn"}, "model.attention_impl"),
     ({"model.attention_impl": "ring"}, "model.attention_impl"),
     ({"model.mlp": "relu"}, "model.mlp"),
+    ({"model.layout_prior": True}, "model.layout_readout"),
     ({"diffusion.objective": "x0"}, "diffusion.objective"),
     ({"diffusion.shift": "big"}, "diffusion.shift"),
     ({"sample.shift": "auto"}, "sample.shift"),

@@ -153,6 +153,7 @@ class DiT(nn.Module):
   num_classes: int = 0
   text_width: int | None = None
   layout_readout: bool = False
+  layout_prior: bool = False
   remat_policy: str = "auto"
   scan_layers: bool = True
   attention_impl: str = "xla"
@@ -197,8 +198,16 @@ class DiT(nn.Module):
 
   @nn.compact
   def __call__(self, x, t, *, context=None, context_mask=None, labels=None, train: bool = False,
-               segment_ids=None, positions=None, context_segment_ids=None):
+               segment_ids=None, positions=None, context_segment_ids=None,
+               layout_prior_only: bool = False):
+    """layout_prior_only: return the layout prior (the caption's expected clean clip, shaped
+    like x) instead of the flow output; t and x's values are then unused."""
     del train  # no dropout; class / caption dropout for CFG happens in the train step
+    if self.layout_prior and not (self.layout_readout and self.cond == "text"):
+      raise ValueError("model.layout_prior reads what model.layout_readout reads: set "
+                       "model.layout_readout=True (and model.cond='text')")
+    if layout_prior_only and not self.layout_prior:
+      raise ValueError("layout_prior_only needs model.layout_prior=True")
     t = jnp.asarray(t, jnp.float32)
     packed = segment_ids is not None
     if packed:
@@ -271,10 +280,20 @@ class DiT(nn.Module):
         pq = L.Dense(self.width, (None, "embed"), name="layout_query", **kw)(
             L.sincos_positions(self.width, pos).astype(self.dtype))
         pq = jnp.broadcast_to(pq, h.shape)
-        h = h + L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
-                                 name="layout_readout", **kw)(
+        read = L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
+                                name="layout_readout", **kw)(
             pq, context, context_mask, segment_ids if packed else None,
             context_segment_ids if packed else None)
+        if self.layout_prior and (layout_prior_only or self.is_initializing()):
+          # What each place read, mapped linearly to the clean clip's patch there: trained
+          # towards the clip at every t by its own loss (T2VSystem.loss), so the caption's
+          # layout is learnt from every example, not only the ~1 % drawn at t ~ 1 where the
+          # flow loss pays for it (RESULTS.md issue 13, session 27).
+          prior = L.Dense(tokens.shape[-1], ("embed", "patch"), name="layout_prior", **kw)(read)
+          if layout_prior_only:
+            return prior if packed else patching.unpatchify(prior, grid, self.patch,
+                                                            self.in_channels)
+        h = h + read
 
     segments = (segment_ids, context_segment_ids, per_group) if packed else None
     block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
@@ -335,7 +354,8 @@ def resolve_model_config(model_cfg) -> dict:
   defaults = dict(mlp="swiglu", mlp_ratio=4.0, qk_norm=True, pos="rope3d", cond="text",
                   num_classes=0, remat_policy="auto", scan_layers=True,
                   attention_impl="xla", dtype="float32", param_dtype="float32", out_channels=0,
-                  learn_sigma=False, rope_theta=10000.0, layout_readout=False)
+                  learn_sigma=False, rope_theta=10000.0, layout_readout=False,
+                  layout_prior=False)
   for k, d in defaults.items():
     out[k] = _get(model_cfg, k, d)
   return out
@@ -350,7 +370,7 @@ def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = Non
              mlp=r["mlp"], mlp_ratio=float(r["mlp_ratio"]), qk_norm=bool(r["qk_norm"]),
              pos=r["pos"], rope_theta=float(r["rope_theta"]), cond=r["cond"],
              num_classes=int(r["num_classes"]), text_width=text_width,
-             layout_readout=bool(r["layout_readout"]),
+             layout_readout=bool(r["layout_readout"]), layout_prior=bool(r["layout_prior"]),
              remat_policy=r["remat_policy"], scan_layers=bool(r["scan_layers"]),
              attention_impl=r["attention_impl"], dtype=_dtype(r["dtype"]),
              param_dtype=_dtype(r["param_dtype"]))

@@ -138,8 +138,29 @@ class T2VSystem:
     ctx = self._context(params, tokens, mask)
     loss, metrics = self.objective.loss(self.model_fn(params), batch["latents"], r_loss,
                                         (ctx, mask), self.num_tokens(), t=t, loss_mask=loss_mask)
+    if not fixed_t:
+      lat = batch["latents"]
+      loss, metrics = self._add_layout_prior_loss(
+          params, loss, metrics, lat, jnp.zeros(lat.shape[:1], jnp.float32),
+          dict(context=ctx, context_mask=mask))
     # Held-out evaluation (fixed t) keeps 'loss_per_example'; training logs scalars only.
     return loss, {k: v for k, v in metrics.items() if fixed_t or jnp.ndim(v) == 0}
+
+  def _add_layout_prior_loss(self, params, loss, metrics, target, zeros_t, dit_kw, valid=None):
+    """model.layout_prior: + weight x the MSE of the caption's predicted clean clip (over the
+    `valid` tokens when packed). It is computed before the DiT's blocks, so it costs little."""
+    if not self.config.model.get("layout_prior", False):
+      return loss, metrics
+    prior = self.dit.apply({"params": params["dit"]}, target, zeros_t, layout_prior_only=True,
+                           **dit_kw)
+    err = jnp.square(prior.astype(jnp.float32) - target.astype(jnp.float32))
+    if valid is None:
+      aux = jnp.mean(err)
+    else:
+      w = valid.astype(jnp.float32)[..., None]
+      aux = jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * err.shape[-1], 1.0)
+    weight = float(self.config.diffusion.get("layout_prior_weight", 1.0))
+    return loss + weight * aux, dict(metrics, layout_prior_loss=aux)
 
   # ---- packed rows (NaViT: clips of any size side by side; sora_jax.data.packing) ---------
 
@@ -167,6 +188,7 @@ class T2VSystem:
     [B, N], 'tokens' / 'text_mask' / 'text_segment_ids' [B, S*L]}. Caption dropout, t, noise and
     the timestep shift are per clip; the loss is the mean of the clips' losses. `t` [B, S]."""
     r_drop, r_loss = jax.random.split(rng)
+    fixed_t = t is not None
     tokens, mask = batch["tokens"], batch["text_mask"]
     L = int(self.config.text.max_len)
     b, sl = tokens.shape
@@ -183,6 +205,12 @@ class T2VSystem:
     loss, metrics = self.objective.packed_loss(
         self.packed_model_fn(params, batch), batch["patches"], batch["segment_ids"], r_loss,
         (ctx, mask), sl // L, t=t, positions=batch["positions"], loss_mask=loss_mask)
+    if not fixed_t:
+      loss, metrics = self._add_layout_prior_loss(
+          params, loss, metrics, batch["patches"], jnp.zeros((b, sl // L), jnp.float32),
+          dict(context=ctx, context_mask=mask, segment_ids=batch["segment_ids"],
+               positions=batch["positions"], context_segment_ids=batch["text_segment_ids"]),
+          valid=batch["segment_ids"] > 0)
     return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
   def packed_frames(self) -> int:

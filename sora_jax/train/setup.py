@@ -111,7 +111,8 @@ _ARCHITECTURE = {
                     "shortcut_layout", "param_dtype", "disc_channels", "disc_layers")},
     "t2v": {"model": ("variant", "patch", "width", "depth", "heads", "mlp", "mlp_ratio",
                       "qk_norm", "pos", "scan_layers", "param_dtype", "cond", "num_classes",
-                      "learn_sigma", "in_channels", "out_channels", "layout_readout"),
+                      "learn_sigma", "in_channels", "out_channels", "layout_readout",
+                      "layout_prior"),
             "text": ("encoder", "t5_path", "width", "depth", "heads", "max_len"),
             "diffusion": ("objective",)},
 }

@@ -184,3 +184,51 @@ def test_per_frame_t_of_packed_clips_equals_each_clip_alone(setup):
 
   packed, alone = jax.jit(both)(params)
   np.testing.assert_allclose(packed[:, :alone.shape[1]], alone, rtol=2e-4, atol=2e-5)
+
+
+def test_layout_prior_is_a_head_beside_the_flow_and_packs(setup):
+  """model.layout_prior: what the layout readout reads, mapped to the clean clip's patches. The
+  head leaves the flow output untouched, and a packed clip's prior equals the clip alone."""
+  _, base, clips, p = setup
+  kw = dict(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
+            layout_readout=True)
+  readout, model = dit.DiT(**kw), dit.DiT(**kw, layout_prior=True)
+  x, t, ctx, mask = clips[0]
+  fresh = nn.unbox(jax.jit(lambda k: model.init(k, x, jnp.full((1,), t), context=ctx,
+                                                context_mask=mask))(jax.random.key(1))["params"])
+  assert fresh["layout_prior"]["kernel"].shape == (32, int(np.prod(PATCH)) * C)
+  r = np.random.RandomState(4)
+  params = dict(base, **{k: jax.tree.map(lambda l: jnp.asarray(0.2 * r.randn(*l.shape), l.dtype),
+                                         fresh[k])
+                         for k in ("layout_query", "layout_readout", "layout_prior")})
+  no_head = {k: v for k, v in params.items() if k != "layout_prior"}
+
+  def run(prm):
+    flow = model.apply({"params": prm}, x, jnp.full((1,), t), context=ctx, context_mask=mask)
+    plain = readout.apply({"params": no_head}, x, jnp.full((1,), t), context=ctx,
+                          context_mask=mask)
+    packed = model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                         context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                         positions=p["positions"], context_segment_ids=p["context_segment_ids"],
+                         layout_prior_only=True)
+    alone = [model.apply({"params": prm}, c[0], jnp.zeros((1,)), context=c[2], context_mask=c[3],
+                         layout_prior_only=True) for c in clips]
+    # the prior reads the caption and the place only: x and t do not reach it
+    other = model.apply({"params": prm}, 5.0 * x, jnp.full((1,), 0.9), context=ctx,
+                        context_mask=mask, layout_prior_only=True)
+    return flow, plain, packed, alone, other
+
+  flow, plain, packed, alone, other = jax.jit(run)(params)
+  np.testing.assert_allclose(flow, plain, rtol=1e-5, atol=2e-5)   # fused differently
+  assert alone[0].shape == x.shape
+  np.testing.assert_allclose(other, alone[0], rtol=1e-6, atol=1e-6)
+  cat = jnp.concatenate([patching.patchify(a, PATCH)[0] for a in alone], axis=1)
+  np.testing.assert_allclose(packed[:, :cat.shape[1]], cat, rtol=2e-4, atol=2e-5)
+  assert float(jnp.std(cat)) > 1e-2   # not a zero head: the comparison means something
+
+  with pytest.raises(ValueError, match="layout_prior_only needs model.layout_prior"):
+    readout.apply({"params": no_head}, x, jnp.full((1,), t), context=ctx, context_mask=mask,
+                  layout_prior_only=True)
+  with pytest.raises(ValueError, match="set model.layout_readout=True"):
+    dit.DiT(**dict(kw, layout_readout=False), layout_prior=True).init(
+        jax.random.key(0), x, jnp.full((1,), t), context=ctx, context_mask=mask)
