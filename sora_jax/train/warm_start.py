@@ -10,6 +10,11 @@ loss switched on, in a new workdir:
       --config.train.init_from=workdirs/demo/vae --workdir=workdirs/demo/vae_critic
 
 A run that resumes from its own checkpoint ignores init_from: it only decides step 0.
+
+An option that only adds parameters which leave the model's output unchanged at init
+(`_ADDITIVE`: model.layout_readout's zero-initialised readout, model.layout_prior's side head)
+may be switched on over a source run without it: the added modules start fresh and the loaded
+model computes exactly what the source did until they learn something.
 """
 from __future__ import annotations
 
@@ -29,6 +34,20 @@ log = logging.getLogger(__name__)
 # Differences init_from tolerates: the critic is trainer-only (never loaded), and a text-to-video
 # run may name its VAE by another path (an export of the same run).
 _TOLERATED = ("vae.adv_weight", "vae.disc_channels", "vae.disc_layers", "vae_workdir")
+# Options whose only effect is to add modules that leave the output unchanged at init: switching
+# one on (never off) over a source run leaves these subtrees of the model's params fresh.
+_ADDITIVE = {"model.layout_readout": ("layout_query", "layout_readout"),
+             "model.layout_prior": ("layout_prior",)}
+
+
+def _added(old, new) -> dict[str, tuple[str, ...]]:
+  """{option: the param subtrees it adds} for every additive option `new` switches on."""
+  out = {}
+  for key, subtrees in _ADDITIVE.items():
+    section, name = key.split(".")
+    if not old.get(section, {}).get(name, False) and new.get(section, {}).get(name, False):
+      out[key] = subtrees
+  return out
 
 
 def check(config) -> None:
@@ -46,7 +65,8 @@ def check(config) -> None:
   if old.task != config.task:
     raise ConfigError(f"config.train.init_from={src!r} is a {old.task} run; this run trains "
                       f"{config.task}: pass a {config.task} run")
-  diff = [d for d in setup_lib.architecture_diff(old, config) if not d.startswith(_TOLERATED)]
+  tolerated = _TOLERATED + tuple(_added(old, config))
+  diff = [d for d in setup_lib.architecture_diff(old, config) if not d.startswith(tolerated)]
   if diff:
     raise ConfigError(f"config.train.init_from={src!r} has another architecture "
                       f"({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''}): its weights "
@@ -65,11 +85,15 @@ def apply(state, config, shardings) -> Any:
   """`state` (fresh, step 0) with its params and EMA params replaced by init_from's weights."""
   src = config.train.init_from
   loaded = _source_params(config)
+  fresh_subtrees = sum(_added(runs.load_config(src), config).values(), ())
   params, ema = dict(state.params), dict(state.ema_params)
   for key, tree in loaded.items():
     if key not in params:
       raise ConfigError(f"config.train.init_from={src!r}: its params hold {key!r}, this run's "
                         f"do not ({', '.join(params)})")
+    added = [k for k in fresh_subtrees if k in params[key] and k not in tree]
+    if added:   # the new modules keep their fresh (zero-output) init; the rest is loaded
+      tree = dict(tree, **{k: params[key][k] for k in added})
     try:
       same = all(jax.tree.leaves(jax.tree.map(lambda a, b: a.shape == np.shape(b),
                                               params[key], tree)))

@@ -76,3 +76,45 @@ def test_apply_loads_the_model_and_its_ema_and_leaves_the_critic_fresh():
     assert leaves and all(leaves)
   np.testing.assert_array_equal(out.params["disc"]["w"], 7.0)
   assert int(out.step) == 0
+
+
+SHIPPED_T2V = os.path.join(REPO, "sora_jax", "assets", "demo", "t2v")
+
+
+def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh():
+  """model.layout_readout and layout_prior switched on over a run without them: every source
+  weight is loaded, their modules keep their init; switching one off adds nothing."""
+  config = runs.load_config(SHIPPED_T2V)
+  with config.unlocked():
+    config.train.init_from = SHIPPED_T2V
+    config.model.layout_readout = True
+    config.model.layout_prior = True
+  warm_start.check(config)
+  system = runs.t2v_system(config)
+  abstract = runs.abstract_t2v_params(system)
+  fresh = jax.tree.map(lambda a: jnp.full(a.shape, 3.0, a.dtype), dict(abstract))
+  new = ("layout_query", "layout_readout", "layout_prior")
+  assert set(new) <= set(fresh["dit"])
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shard = lambda t: jax.tree.map(lambda _: sharding, t)   # noqa: E731
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=fresh, opt_state=(),
+                               ema_params=jax.tree.map(jnp.copy, fresh))
+  shardings = state_lib.TrainState(step=sharding, params=shard(fresh), opt_state=(),
+                                   ema_params=shard(fresh))
+  out = warm_start.apply(state, config, shardings)
+  want = dict(runs.open_t2v(SHIPPED_T2V)[1])
+  for got in (out.params, out.ema_params):
+    for key, tree in want.items():
+      for name, sub in tree.items():
+        same = jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), b),
+                                            dict(got[key])[name], sub))
+        assert same and all(same), (key, name)
+    for name in new:
+      assert all(np.all(np.asarray(x) == 3.0) for x in jax.tree.leaves(got["dit"][name]))
+
+  src_on = runs.load_config(SHIPPED_T2V)   # the reverse: a source with the readout, run without
+  with src_on.unlocked():
+    src_on.model.layout_readout = True
+  off = runs.load_config(SHIPPED_T2V)
+  assert warm_start._added(src_on, off) == {}
+  assert "model.layout_readout" in warm_start._added(off, src_on)
