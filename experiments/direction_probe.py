@@ -15,7 +15,8 @@ The same question for where-words: `placement` samples the world's detailed capt
 frame apart between left and right), and `t1_spread` asks the model for its clean-clip guess
 x0 = x - t v at t = 1 (pure noise), where the ideal guess is the caption's mean clip, the same
 for every noise: seed variance over prompt variance there says how much of the layout the noise,
-not the caption, decides. Writes table.json, table.md and command.txt.
+not the caption, decides. A run with model.layout_prior also gets the placement of its prior's
+own clean clip (decoded), which says whether the caption's layout was learnt at all. Writes table.json, table.md and command.txt.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from _plots import write_table  # noqa: E402
 
 from sora_jax.eval import worlds as world_eval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
+from sora_jax.systems.vae import to_uint8  # noqa: E402
 
 PHRASES = (("slides to the right", 0), ("slides to the left", 0), ("slides rightward", 0),
            ("slides leftward", 0), ("bounces to the right", 0), ("bounces to the left", 0),
@@ -83,6 +85,25 @@ def placement(t2v, subject: str, seeds: int) -> list[dict]:
         ys.append(float(det["centroid"][idx[0], 1]))
     rows.append({"place": place, "x": float(np.mean(xs)) if xs else float("nan"),
                  "y": float(np.mean(ys)) if ys else float("nan"), "tracked": len(xs)})
+  return rows
+
+
+def prior_placement(t2v, subject: str) -> list[dict]:
+  """model.layout_prior: placement()'s rows for the prior's own clean clip (decoded; no noise)."""
+  color = world_eval.parse_caption(f"a {subject}")["color"]
+  system, params = t2v.system, t2v.params
+  prompts = [DETAILED.format(subject=subject, place=place) for place in PLACES]
+  tokens, mask = system.encode_prompts(prompts)
+  video = jax.jit(lambda p, tk, m: system.decode(system.layout_prior(p, tk, m)))(
+      params, jnp.asarray(tokens), jnp.asarray(mask))
+  video = to_uint8(video)
+  rows = []
+  for place, v in zip(PLACES, video):
+    det = world_eval.detect(v, color)
+    idx = np.nonzero(det["visible"])[0]
+    first = det["centroid"][idx[0]] if len(idx) else (float("nan"), float("nan"))
+    rows.append({"place": place, "x": float(first[0]), "y": float(first[1]),
+                 "tracked": int(len(idx) > 0)})
   return rows
 
 
@@ -190,6 +211,8 @@ def main():
     t2v = TextToVideo.from_workdir(w, on_long="warn")
     results[name] = probe(t2v, a.subject, a.seeds)
     places[name] = placement(t2v, a.subject, a.seeds)
+    if t2v.system.config.model.get("layout_prior", False):
+      places[f"{name} (its layout prior)"] = prior_placement(t2v, a.subject)
     spreads[name] = t1_spread(t2v, min(a.seeds, 8))
     seps[name] = text_separation(t2v, a.subject)
   write_table(a.out, {"direction": results, "placement": places, "t1_spread": spreads,

@@ -225,3 +225,24 @@ def test_a_study_dry_run_compiles_each_run_and_reports_memory(tmp_path, capsys):
   assert lines[1]["params"] > lines[0]["params"] and all(
       r["peak_bytes_estimate"] > 0 for r in lines)
   assert rc == 0 and not (tmp_path / "scaling" / "model.width=64,model.heads=2").exists()
+
+
+def test_prior_placement_decodes_the_layout_prior_per_place_word():
+  import jax
+  import numpy as np
+
+  from configs import t2v as t2v_config
+  from experiments import direction_probe
+  from sora_jax import runs
+  from sora_jax.pipeline import TextToVideo
+  config = t2v_config.get_config("runlocal,res=32,frames=9").unlock()
+  config.diffusion.latent_scale = 0.9
+  config.model.layout_readout = config.model.layout_prior = True
+  system = runs.t2v_system(config)
+  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), system.example_batch()))
+  params = jax.tree.map(lambda p: p + 0.05 * np.random.default_rng(0).standard_normal(p.shape)
+                        .astype(p.dtype), params)
+  rows = direction_probe.prior_placement(TextToVideo(system, params, on_long="warn"),
+                                         "red square")
+  assert [r["place"] for r in rows] == list(direction_probe.PLACES)
+  assert all(r["tracked"] in (0, 1) for r in rows)

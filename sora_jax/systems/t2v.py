@@ -261,6 +261,15 @@ class T2VSystem:
                            uncond=(uctx, null_mask), frames=frames, init=init,
                            strength=strength, **kw)
 
+  def layout_prior(self, params, tokens, mask, *, latent_shape=None):
+    """model.layout_prior: the caption's expected clean clip (scaled latents), one pass before
+    the DiT's blocks; jittable."""
+    shape = tuple(latent_shape or self.latent_shape)
+    ctx = self._context(params, tokens, mask)
+    x = jnp.zeros((tokens.shape[0], *shape), jnp.float32)   # shape only: the prior ignores x, t
+    return self.dit.apply({"params": params["dit"]}, x, jnp.zeros((tokens.shape[0],)),
+                          context=ctx, context_mask=mask, layout_prior_only=True)
+
   def decode(self, latents):
     """Scaled latents → pixels in [-1, 1], one pass; jittable."""
     return self.vae.decode(self.vae_params, latents / self.scale)

@@ -15,6 +15,7 @@ def _system(weight):
   config.model.layout_readout = True
   config.model.layout_prior = True
   config.diffusion.layout_prior_weight = weight
+  config.text.drop_prob = 0.0
   return runs.t2v_system(config)
 
 
@@ -32,9 +33,7 @@ def test_layout_prior_loss_is_added_and_trains_the_head():
     (l_on, m_on), grads = jax.value_and_grad(on.loss, has_aux=True)(prm, batch, rng)
     l_off, m_off = off.loss(prm, batch, rng)
     _, m_eval = on.loss(prm, batch, rng, t=jnp.full((2,), 0.5))
-    prior = on.dit.apply({"params": prm["dit"]}, batch["latents"], jnp.zeros((2,)),
-                         context=on._context(prm, batch["tokens"], batch["text_mask"]),
-                         context_mask=batch["text_mask"], layout_prior_only=True)
+    prior = on.layout_prior(prm, batch["tokens"], batch["text_mask"])
     return l_on, m_on, grads, l_off, m_off, m_eval, prior
 
   l_on, m_on, grads, l_off, m_off, m_eval, prior = jax.jit(both)(params)
@@ -47,3 +46,6 @@ def test_layout_prior_loss_is_added_and_trains_the_head():
   assert float(jnp.abs(grads["dit"]["layout_readout"]["out"]["kernel"]).max()) > 0
   assert "layout_prior_loss" not in m_eval
   assert prior.shape == batch["latents"].shape
+  # no caption is dropped here (text.drop_prob=0): the term is exactly the prior's MSE
+  np.testing.assert_allclose(aux, float(jnp.mean(jnp.square(prior - batch["latents"]))),
+                             rtol=1e-5)
