@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _plots import write_table  # noqa: E402
 
+from sora_jax import runs  # noqa: E402
 from sora_jax.eval import worlds as world_eval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
 from sora_jax.systems.vae import to_uint8  # noqa: E402
@@ -201,6 +202,8 @@ def main():
   ap.add_argument("--workdirs", required=True, help="NAME=WORKDIR[,NAME=WORKDIR...]")
   ap.add_argument("--subject", default="red square")
   ap.add_argument("--seeds", type=int, default=16)
+  ap.add_argument("--prior_strength", type=float, default=None,
+                  help="config.sample.layout_prior_strength (runs with model.layout_prior)")
   ap.add_argument("--out", default="experiments/results/direction_probe")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
@@ -208,7 +211,9 @@ def main():
     f.write("python " + " ".join(sys.argv) + "\n")
   results, places, spreads, seps = {}, {}, {}, {}
   for name, w in (item.split("=", 1) for item in a.workdirs.split(",")):
-    t2v = TextToVideo.from_workdir(w, on_long="warn")
+    has_prior = runs.load_config(w).model.get("layout_prior", False)
+    t2v = TextToVideo.from_workdir(w, on_long="warn", sample={
+        "layout_prior_strength": a.prior_strength if has_prior else None})
     results[name] = probe(t2v, a.subject, a.seeds)
     places[name] = placement(t2v, a.subject, a.seeds)
     if t2v.system.config.model.get("layout_prior", False):

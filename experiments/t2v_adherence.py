@@ -27,12 +27,15 @@ def main():
   ap.add_argument("--splits", default="test,test_compositional")
   ap.add_argument("--steps", type=int, default=None)
   ap.add_argument("--guidance", type=float, default=None)
+  ap.add_argument("--prior_strength", type=float, default=None,
+                  help="config.sample.layout_prior_strength (a run with model.layout_prior)")
   ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
                   "(e.g. a '_shots' run scored on the one-shot prompts of 'large')")
   ap.add_argument("--out", default="results/t2v_adherence")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
-  t2v = TextToVideo.from_workdir(a.workdir, on_long="warn")   # captions as training cut them
+  t2v = TextToVideo.from_workdir(a.workdir, on_long="warn",   # captions as training cut them
+                                 sample={"layout_prior_strength": a.prior_strength})
   data = t2v_eval.data_of_world(t2v.config.data, a.world)
   results = {"world": str(data.world)}
   for split in a.splits.split(","):
@@ -44,7 +47,8 @@ def main():
     if split == "test":
       save_frames_png(videos[:8], captions[:8], os.path.join(a.out, "samples.png"))
   results["sampler"] = {"steps": a.steps or t2v.config.sample.steps,
-                        "guidance": a.guidance or t2v.config.sample.guidance_scale}
+                        "guidance": a.guidance or t2v.config.sample.guidance_scale,
+                        "layout_prior_strength": t2v.config.sample.layout_prior_strength}
   with open(os.path.join(a.out, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   plot_curves(a.workdir, ["loss", "grad_norm"], os.path.join(a.out, "curves.png"),

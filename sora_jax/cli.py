@@ -77,6 +77,9 @@ _STRENGTH = flags.DEFINE_float("strength", None, "--edit: 0 keeps the video, 1 i
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampling steps (default: config.sample.steps).")
 _GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sample).")
+_PRIOR_STRENGTH = flags.DEFINE_float(
+    "prior_strength", None, "sample / eval t2v: start sampling from the run's layout prior "
+    "noised to this t (config.sample.layout_prior_strength; 0 = pure noise).")
 _OUT = flags.DEFINE_string("out", None, "Output file.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
 _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
@@ -146,10 +149,14 @@ def _sample_request() -> dict:
               extend_guidance=_EXTEND_GUIDANCE.value)
 
 
+def _sample_overrides() -> dict:
+  return {"layout_prior_strength": _PRIOR_STRENGTH.value}
+
+
 def cmd_sample(argv):
   from sora_jax import sample_job
   workdir = _require(_WORKDIR, "workdir")
-  report = sample_job.run_from_workdir(workdir, **_sample_request())
+  report = sample_job.run_from_workdir(workdir, **_sample_request(), sample=_sample_overrides())
   print(f"wrote {report['path']}")
 
 
@@ -168,7 +175,8 @@ def cmd_eval(argv):
                 aspect=_ASPECT.value, seconds=_SECONDS.value)
     result = t2v_eval.evaluate_workdir(workdir, split=_SPLIT.value, num_videos=_NUM.value,
                                        seed=_SEED.value, size=size,
-                                       fvd_weights=_FVD_WEIGHTS.value, world=_WORLD.value)
+                                       fvd_weights=_FVD_WEIGHTS.value, world=_WORLD.value,
+                                       sample=_sample_overrides())
   elif what == "long":
     from sora_jax.eval import t2v_eval
     result = t2v_eval.evaluate_long_workdir(

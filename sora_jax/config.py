@@ -289,6 +289,14 @@ def check_model(config: mlc.ConfigDict) -> None:
         float(diff.shift)
       except ValueError:
         raise ConfigError(f"config.diffusion.shift={diff.shift!r} must be 'auto' or a number")
+    prior = samp.get("layout_prior_strength", 0.0)
+    if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0.0 <= prior <= 1.0:
+      raise ConfigError(f"config.sample.layout_prior_strength={prior!r} must be in [0, 1] "
+                        "(0 = start from pure noise)")
+    if prior and not (model.get("layout_prior", False) and diff.objective == "flow"):
+      raise ConfigError("config.sample.layout_prior_strength > 0 starts sampling from the layout "
+                        "prior: it needs --config.model.layout_prior=True and "
+                        "diffusion.objective='flow' (or set it to 0)")
     shift = samp.get("shift", "train")
     if str(shift) != "train":
       try:

@@ -249,6 +249,8 @@ def sample_section(objective: str = "flow", **overrides) -> mlc.ConfigDict:
       timestep_spacing="trailing",  # ddim: trailing (starts at t = 1) | leading
       shift="train",            # flow: the sampling grid's timestep shift; 'train' = the one the
                                 # model trained with (diffusion.shift), or a number
+      layout_prior_strength=0.0,  # model.layout_prior: start from the caption's expected clip
+                                # noised to this t (SDEdit, flow) instead of pure noise; 0 = off
       prompts=("a red circle bounces to the right", "a blue square falls"),  # periodic samples
   ), overrides)
 

@@ -87,8 +87,9 @@ class TextToVideo:
 
   @classmethod
   def from_workdir(cls, workdir: str, step: int | None = None, use_ema: bool = True, mesh=None,
-                   **kw):
-    system, params = runs.open_t2v(workdir, use_ema=use_ema, step=step)
+                   sample: dict | None = None, **kw):
+    """`sample`: overrides of the run's config.sample (runs.open_t2v)."""
+    system, params = runs.open_t2v(workdir, use_ema=use_ema, step=step, sample=sample)
     return cls(system, params, mesh=mesh, **kw)
 
   def check_prompts(self, prompts: list[str]) -> list[str]:

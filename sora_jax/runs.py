@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections as mlc
@@ -261,10 +261,12 @@ def t2v_system(config, *, abstract: bool = False,
                    tokenizer=tokenizer)
 
 
-def open_t2v(workdir: str, use_ema: bool = True, step: int | None = None
-             ) -> tuple[T2VSystem, Any]:
-  """(T2VSystem, params) of a text-to-video run; EMA weights unless use_ema=False."""
+def open_t2v(workdir: str, use_ema: bool = True, step: int | None = None,
+             sample: Mapping[str, Any] | None = None) -> tuple[T2VSystem, Any]:
+  """(T2VSystem, params) of a text-to-video run; EMA weights unless use_ema=False. `sample`
+  overrides keys of the run's config.sample (e.g. {'layout_prior_strength': 0.95}), checked."""
   config = load_config(workdir, kind="t2v")
+  override_sample(config, sample)
   if float(config.diffusion.latent_scale) <= 0:
     raise RunError(f"{workdir}/config.json has diffusion.latent_scale=0: the run never "
                    "resolved it (it is estimated at the start of training)")
@@ -272,6 +274,20 @@ def open_t2v(workdir: str, use_ema: bool = True, step: int | None = None
   params = load_params(workdir, abstract_t2v_params(system), step=step,
                        key="ema_params" if use_ema else "params")
   return system, params
+
+
+def override_sample(config: mlc.ConfigDict, sample: Mapping[str, Any] | None) -> None:
+  """Sampling settings are not part of what a run learned, so they may change after training;
+  unknown keys and invalid values are refused like a training config's."""
+  for key, value in (sample or {}).items():
+    if value is None:
+      continue
+    if key not in config.sample:
+      raise config_lib.ConfigError(f"config.sample has no key {key!r}; it has "
+                                   f"{', '.join(sorted(config.sample))}")
+    with config.unlocked():
+      config.sample[key] = value
+  config_lib.check_model(config)
 
 
 def run_kind(workdir: str) -> str:

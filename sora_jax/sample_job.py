@@ -187,12 +187,14 @@ def run(t2v: TextToVideo, prompt: str, out: str, *, num_frames=None, height=None
 
 
 def run_from_workdir(workdir: str, prompt: str, out: str, *, safety_policy: str = "",
-                     frame_hooks=(), on_long: str = "error", **kw) -> dict:
-  """preflight, then load the run (refusing another kind of workdir) and `run`."""
+                     frame_hooks=(), on_long: str = "error", sample: dict | None = None,
+                     **kw) -> dict:
+  """preflight, then load the run (refusing another kind of workdir) and `run`. `sample`
+  overrides the run's config.sample (runs.open_t2v)."""
   classifier, hooks = preflight(prompt, out, num_frames=kw.get("num_frames"),
                                 overwrite=kw.get("overwrite", False),
                                 unsigned=kw.get("unsigned", False),
                                 safety_policy=safety_policy, frame_hooks=frame_hooks)
-  system, params = runs.open_t2v(workdir)
+  system, params = runs.open_t2v(workdir, sample=sample)
   t2v = TextToVideo(system, params, classifier=classifier, on_long=on_long)
   return run(t2v, prompt, out, hooks=hooks, **kw)

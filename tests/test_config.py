@@ -124,6 +124,8 @@ def _t2v(**over):
     ({"model.attention_impl": "ring"}, "model.attention_impl"),
     ({"model.mlp": "relu"}, "model.mlp"),
     ({"model.layout_prior": True}, "model.layout_readout"),
+    ({"sample.layout_prior_strength": 0.9}, "model.layout_prior"),
+    ({"sample.layout_prior_strength": 1.5}, "sample.layout_prior_strength"),
     ({"diffusion.objective": "x0"}, "diffusion.objective"),
     ({"diffusion.shift": "big"}, "diffusion.shift"),
     ({"sample.shift": "auto"}, "sample.shift"),

@@ -90,9 +90,10 @@ def direction_by_motion(rows: list[dict], captions: list[str]) -> dict[str, list
 
 def evaluate_workdir(workdir: str, split: str = "test", num_videos: int = 32,
                      seed: int = 0, size: dict | None = None,
-                     fvd_weights: str | None = None, world: str | None = None) -> dict:
+                     fvd_weights: str | None = None, world: str | None = None,
+                     sample: dict | None = None) -> dict:
   from sora_jax.pipeline import TextToVideo
-  t2v = TextToVideo.from_workdir(workdir, on_long="warn")   # captions as training cut them
+  t2v = TextToVideo.from_workdir(workdir, on_long="warn", sample=sample)   # captions as cut
   return evaluate_model(t2v, split, num_videos, seed=seed, size=size, fvd_weights=fvd_weights,
                         world=world)
 
