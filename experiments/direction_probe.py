@@ -90,21 +90,23 @@ def placement(t2v, subject: str, seeds: int) -> list[dict]:
 
 
 def prior_placement(t2v, subject: str) -> list[dict]:
-  """model.layout_prior: placement()'s rows for the prior's own clean clip (decoded; no noise)."""
-  color = world_eval.parse_caption(f"a {subject}")["color"]
+  """model.layout_prior: placement()'s rows for the prior's own clean clip (decoded; no noise).
+  The prior is an expectation, a soft blob the colour tracker's threshold misses, so its place
+  is the frame-0 centroid weighted by each pixel's distance from the frame's median colour."""
   system, params = t2v.system, t2v.params
   prompts = [DETAILED.format(subject=subject, place=place) for place in PLACES]
   tokens, mask = system.encode_prompts(prompts)
   video = jax.jit(lambda p, tk, m: system.decode(system.layout_prior(p, tk, m)))(
       params, jnp.asarray(tokens), jnp.asarray(mask))
-  video = to_uint8(video)
   rows = []
-  for place, v in zip(PLACES, video):
-    det = world_eval.detect(v, color)
-    idx = np.nonzero(det["visible"])[0]
-    first = det["centroid"][idx[0]] if len(idx) else (float("nan"), float("nan"))
-    rows.append({"place": place, "x": float(first[0]), "y": float(first[1]),
-                 "tracked": int(len(idx) > 0)})
+  for place, v in zip(PLACES, to_uint8(video)):
+    frame = v[0].astype(np.float32)
+    weight = np.linalg.norm(frame - np.median(frame.reshape(-1, 3), 0), axis=-1)
+    h, w = weight.shape
+    total = float(weight.sum()) or 1.0
+    rows.append({"place": place, "x": float((weight.sum(0) * (np.arange(w) + 0.5)).sum()
+                                             / (w * total)),
+                 "y": float((weight.sum(1) * (np.arange(h) + 0.5)).sum() / (h * total))})
   return rows
 
 
