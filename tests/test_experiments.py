@@ -249,3 +249,29 @@ def test_prior_placement_decodes_the_layout_prior_per_place_word():
   xs = [r["x"] for r in rows]
   assert all(0 < r["x"] < 1 and 0 < r["y"] < 1 for r in rows)
   assert max(xs) - min(xs) > 1e-4   # the prior reads the caption, so the place word moves it
+
+
+def test_layout_prior_fit_trains_the_prior_and_leaves_the_blocks():
+  import jax
+  import numpy as np
+
+  from configs import t2v as t2v_config
+  from experiments import layout_prior_fit
+  from sora_jax import runs
+  config = t2v_config.get_config("runlocal,res=32,frames=9").unlock()
+  config.diffusion.latent_scale = 0.9
+  config.model.layout_readout = config.model.layout_prior = True
+  system = runs.t2v_system(config)
+  r = np.random.default_rng(0)
+  batch = {k: (r.standard_normal(s.shape).astype(np.float32) if k == "latents" else
+               np.ones(s.shape, bool) if k == "text_mask" else
+               r.integers(1, 100, s.shape).astype(np.int32))
+           for k, s in system.example_batch(4).items()}
+  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), batch))
+  seen = []
+  new, losses = layout_prior_fit.fit_prior(system, params, iter([batch] * 6), 6, 1e-2, every=3,
+                                           on_every=lambda s, p, l: seen.append((s, l)))
+  assert [s for s, _ in seen] == [3, 6] and losses[-1] < losses[0]
+  moved = lambda path: float(np.abs(np.asarray(new["dit"][path]["kernel"])  # noqa: E731
+                                    - np.asarray(params["dit"][path]["kernel"])).max())
+  assert moved("layout_prior") > 0 and moved("patch_embed") == 0
