@@ -2,7 +2,7 @@
 
   python experiments/layout_prior_fit.py --workdir=W --cache=LATENTS.npz [--steps=3000] \
       [--lr=1e-3] [--batch=32] [--strengths=0,0.9,0.95] [--num=64] \
-      [--out=experiments/results/layout_prior_fit]
+      [--out=experiments/results/layout_prior_fit] [--save=DIR]
 
 From a run with model.layout_prior (its raw, not EMA, weights), trains only the prior's own loss
 (the MSE of the caption's predicted clean clip: text encoder, layout readout and head; the DiT's
@@ -12,7 +12,8 @@ detailed caption with only "It starts near the <place> of the frame." changed
 captions from 16 seeds (direction_probe.placement) and scores `--num` held-out test prompts with
 the world evaluator. The readout also feeds the DiT's tokens, so strength 0 here is not the
 source run: it is the same DiT reading a retrained readout. Writes table.json, table.md,
-command.txt.
+command.txt; `--save` also writes the fitted weights as an export (config.json + params.msgpack)
+that `sora-jax sample` reads and `--config.train.init_from` fine-tunes from.
 """
 from __future__ import annotations
 
@@ -62,6 +63,12 @@ def fit_prior(system, params, batches, steps: int, lr: float, every: int = 0, on
   return params, losses
 
 
+def save_export(system, params, out_dir: str) -> str:
+  """The run's config and `params` as an export directory (runs.load_params reads it)."""
+  runs.save_config(system.config, out_dir)
+  return runs.write_export_params(out_dir, jax.tree.map(np.asarray, params))
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", required=True)
@@ -73,6 +80,7 @@ def main():
   ap.add_argument("--num", type=int, default=64)
   ap.add_argument("--subject", default="red square")
   ap.add_argument("--out", default="experiments/results/layout_prior_fit")
+  ap.add_argument("--save", default="", help="write the fitted weights here as an export")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   with open(os.path.join(a.out, "command.txt"), "w") as f:
@@ -90,6 +98,8 @@ def main():
                                              for r in rows), flush=True)
 
   params, _ = fit_prior(system, params, batches, a.steps, a.lr, every=250, on_every=report)
+  if a.save:
+    save_export(system, params, a.save)
   captions = t2v_eval.held_out_captions(t2v_eval.data_of_world(system.config.data, ""), "test",
                                         a.num)
   sampled = []

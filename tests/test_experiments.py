@@ -251,7 +251,7 @@ def test_prior_placement_decodes_the_layout_prior_per_place_word():
   assert max(xs) - min(xs) > 1e-4   # the prior reads the caption, so the place word moves it
 
 
-def test_layout_prior_fit_trains_the_prior_and_leaves_the_blocks():
+def test_layout_prior_fit_trains_the_prior_and_leaves_the_blocks(tmp_path):
   import jax
   import numpy as np
 
@@ -275,3 +275,7 @@ def test_layout_prior_fit_trains_the_prior_and_leaves_the_blocks():
   moved = lambda path: float(np.abs(np.asarray(new["dit"][path]["kernel"])  # noqa: E731
                                     - np.asarray(params["dit"][path]["kernel"])).max())
   assert moved("layout_prior") > 0 and moved("patch_embed") == 0
+  layout_prior_fit.save_export(system, new, str(tmp_path / "fit"))
+  _, back = runs.open_t2v(str(tmp_path / "fit"))
+  np.testing.assert_array_equal(np.asarray(back["dit"]["layout_prior"]["kernel"]),
+                                np.asarray(new["dit"]["layout_prior"]["kernel"]))
