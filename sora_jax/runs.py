@@ -279,15 +279,15 @@ def open_t2v(workdir: str, use_ema: bool = True, step: int | None = None,
 def override_sample(config: mlc.ConfigDict, sample: Mapping[str, Any] | None) -> None:
   """Sampling settings are not part of what a run learned, so they may change after training;
   unknown keys and invalid values are refused like a training config's."""
-  for key, value in (sample or {}).items():
-    if value is None:
-      continue
+  given = {k: v for k, v in (sample or {}).items() if v is not None}
+  for key, value in given.items():
     if key not in config.sample:
       raise config_lib.ConfigError(f"config.sample has no key {key!r}; it has "
                                    f"{', '.join(sorted(config.sample))}")
     with config.unlocked():
       config.sample[key] = value
-  config_lib.check_model(config)
+  if given:   # a run as saved is not re-checked: it was when it trained
+    config_lib.check_model(config)
 
 
 def run_kind(workdir: str) -> str:
