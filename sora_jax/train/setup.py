@@ -45,11 +45,13 @@ def resolve(config, workdir: str | None = None) -> tuple[Any, dict]:
   config = runs.with_vae_of(config)
   vae = runs.vae_of(config)
   scale = float(config.diffusion.latent_scale)
-  if scale <= 0 and workdir and runs.has_config(workdir):
-    previous = runs.load_config(workdir)
-    if previous.task == "t2v" and float(previous.diffusion.latent_scale) > 0:
-      scale = float(previous.diffusion.latent_scale)
-      log.info("diffusion.latent_scale=%.4g from %s", scale, workdir)
+  # A resumed run keeps its own scale; a fine-tune keeps the one its weights were trained at
+  # (estimated again on its own data, the demo's chained stages drifted by up to 10 %).
+  for source in (workdir, config.train.get("init_from", "")):
+    if scale <= 0 and source:
+      scale = _saved_latent_scale(source)
+      if scale > 0:
+        log.info("diffusion.latent_scale=%.4g from %s", scale, source)
   if scale <= 0:
     scale = estimate_latent_scale(*vae, config)
     log.info("latent std %.4g -> diffusion.latent_scale=%.4g", 1.0 / scale, scale)
@@ -63,6 +65,14 @@ def resolve(config, workdir: str | None = None) -> tuple[Any, dict]:
     resolved["shift"] = float(system.objective.shift_for(tokens))
   log.info("resolved: %s", resolved)
   return config, {**resolved, "_system": system}
+
+
+def _saved_latent_scale(run_dir: str) -> float:
+  """The latent scale a t2v run (workdir or export) was trained at; 0 when it has none."""
+  if not runs.has_config(run_dir):
+    return 0.0
+  previous = runs.load_config(run_dir)
+  return float(previous.diffusion.latent_scale) if previous.task == "t2v" else 0.0
 
 
 def make_recipe(config, resolved: dict):

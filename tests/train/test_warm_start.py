@@ -118,3 +118,15 @@ def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh():
   off = runs.load_config(SHIPPED_T2V)
   assert warm_start._added(src_on, off) == {}
   assert "model.layout_readout" in warm_start._added(off, src_on)
+
+
+def test_a_fine_tune_keeps_the_latent_scale_its_weights_were_trained_at(tmp_path):
+  from sora_jax.train import setup
+  shipped_t2v = os.path.join(REPO, "sora_jax", "assets", "demo", "t2v")
+  c = demo.get_config("stage=t2v")
+  with c.unlocked():
+    c.vae_workdir, c.train.init_from = SHIPPED_VAE, shipped_t2v
+  assert c.diffusion.latent_scale == 0   # would be estimated from this run's own data
+  _, resolved = setup.resolve(c, str(tmp_path / "run"))
+  expected = runs.load_config(shipped_t2v).diffusion.latent_scale
+  assert expected > 0 and resolved["latent_scale"] == pytest.approx(expected)
