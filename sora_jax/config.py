@@ -279,6 +279,16 @@ def check_model(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"config.model.attention_impl={model.attention_impl!r} shards tokens over "
                       "the context axis; set mesh.context > 1 (or use attention_impl='xla')")
   diff, samp = config.get("diffusion"), config.get("sample")
+  if diff is not None and diff.get("layout_prior_only", False):
+    if not model.get("layout_prior", False):
+      raise ConfigError("config.diffusion.layout_prior_only=True trains the layout prior alone: "
+                        "set --config.model.layout_prior=True (and model.layout_readout=True)")
+    optim = config.get("optim")
+    if optim is not None and optim.weight_decay:
+      raise ConfigError(f"config.diffusion.layout_prior_only=True leaves every weight but the "
+                        f"prior's without a gradient, and optim.weight_decay="
+                        f"{optim.weight_decay} would shrink them: set "
+                        "--config.optim.weight_decay=0")
   if diff is not None and samp is not None:
     if samp.sampler not in SAMPLERS_FOR[diff.objective]:
       raise ConfigError(

@@ -230,6 +230,9 @@ def diffusion_section(**overrides) -> mlc.ConfigDict:
                                 # (diffusion/conditioning.py); "" = text-to-video only
       known_noise=0.0,          # frame tasks: known frames noised to t ~ U(0, this) in training
       layout_prior_weight=1.0,  # model.layout_prior: weight of its loss (MSE to the clean clip)
+      layout_prior_only=False,  # train the layout prior's loss alone (text encoder, readout,
+                                # head; the DiT's blocks are not run): fitted alone it learns
+                                # where the caption puts the object (RESULTS.md issue 13)
   ), overrides)
 
 

@@ -126,6 +126,11 @@ class T2VSystem:
     loss_mask = None
     if t is None:
       tokens, mask = text_lib.drop_text(r_drop, tokens, mask, self.config.text.drop_prob)
+      if self._prior_only:
+        lat = batch["latents"]
+        return self._prior_only_loss(self._prior_mse(
+            params, lat, jnp.zeros(lat.shape[:1], jnp.float32),
+            dict(context=self._context(params, tokens, mask), context_mask=mask)))
       tasks = conditioning.parse_tasks(self.config.diffusion.get("frame_tasks", ""))
       lat = batch["latents"]
       if tasks and lat.shape[1] > 1:
@@ -146,11 +151,25 @@ class T2VSystem:
     # Held-out evaluation (fixed t) keeps 'loss_per_example'; training logs scalars only.
     return loss, {k: v for k, v in metrics.items() if fixed_t or jnp.ndim(v) == 0}
 
+  @property
+  def _prior_only(self) -> bool:
+    return bool(self.config.diffusion.get("layout_prior_only", False))
+
+  @staticmethod
+  def _prior_only_loss(aux):
+    """diffusion.layout_prior_only: the prior's MSE is the whole training loss."""
+    return aux, {"loss": aux, "layout_prior_loss": aux}
+
   def _add_layout_prior_loss(self, params, loss, metrics, target, zeros_t, dit_kw, valid=None):
     """model.layout_prior: + weight x the MSE of the caption's predicted clean clip (over the
     `valid` tokens when packed). It is computed before the DiT's blocks, so it costs little."""
     if not self.config.model.get("layout_prior", False):
       return loss, metrics
+    aux = self._prior_mse(params, target, zeros_t, dit_kw, valid)
+    weight = float(self.config.diffusion.get("layout_prior_weight", 1.0))
+    return loss + weight * aux, dict(metrics, layout_prior_loss=aux)
+
+  def _prior_mse(self, params, target, zeros_t, dit_kw, valid=None):
     prior = self.dit.apply({"params": params["dit"]}, target, zeros_t, layout_prior_only=True,
                            **dit_kw)
     err = jnp.square(prior.astype(jnp.float32) - target.astype(jnp.float32))
@@ -159,8 +178,7 @@ class T2VSystem:
     else:
       w = valid.astype(jnp.float32)[..., None]
       aux = jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * err.shape[-1], 1.0)
-    weight = float(self.config.diffusion.get("layout_prior_weight", 1.0))
-    return loss + weight * aux, dict(metrics, layout_prior_loss=aux)
+    return aux
 
   # ---- packed rows (NaViT: clips of any size side by side; sora_jax.data.packing) ---------
 
@@ -197,6 +215,12 @@ class T2VSystem:
                                         self.config.text.drop_prob)
       tokens, mask = tokens.reshape(b, sl), mask.reshape(b, sl)
     ctx, mask = self._packed_context(params, tokens, mask)
+    prior_kw = dict(context=ctx, context_mask=mask, segment_ids=batch["segment_ids"],
+                    positions=batch["positions"], context_segment_ids=batch["text_segment_ids"])
+    zeros_t = jnp.zeros((b, sl // L), jnp.float32)
+    if not fixed_t and self._prior_only:
+      return self._prior_only_loss(self._prior_mse(params, batch["patches"], zeros_t, prior_kw,
+                                                   valid=batch["segment_ids"] > 0))
     loss_mask = None
     tasks = conditioning.parse_tasks(self.config.diffusion.get("frame_tasks", ""))
     if t is None and tasks:
@@ -206,11 +230,8 @@ class T2VSystem:
         self.packed_model_fn(params, batch), batch["patches"], batch["segment_ids"], r_loss,
         (ctx, mask), sl // L, t=t, positions=batch["positions"], loss_mask=loss_mask)
     if not fixed_t:
-      loss, metrics = self._add_layout_prior_loss(
-          params, loss, metrics, batch["patches"], jnp.zeros((b, sl // L), jnp.float32),
-          dict(context=ctx, context_mask=mask, segment_ids=batch["segment_ids"],
-               positions=batch["positions"], context_segment_ids=batch["text_segment_ids"]),
-          valid=batch["segment_ids"] > 0)
+      loss, metrics = self._add_layout_prior_loss(params, loss, metrics, batch["patches"],
+                                                  zeros_t, prior_kw, valid=batch["segment_ids"] > 0)
     return loss, {k: v for k, v in metrics.items() if jnp.ndim(v) == 0}
 
   def packed_frames(self) -> int:
@@ -253,10 +274,11 @@ class T2VSystem:
     uctx = self._context(params, null_tokens, null_mask)
     noise = jax.random.normal(rng, (b, *shape), jnp.float32)
     prior_strength = float(self.config.sample.get("layout_prior_strength", 0.0))
-    if init is None and prior_strength:
+    if init is None and frames is None and prior_strength:
       # The DiT barely reads the caption at t ~ 1 (experiments/direction_probe.py), so where the
       # object goes is left to the seed; the prior's expected clip puts the caption's layout
-      # into the starting point and the DiT refines from there.
+      # into the starting point and the DiT refines from there. Known frames (image-to-video,
+      # extension, a long video's later windows) already say where the object is: no prior.
       init, strength = self._layout_prior(params, ctx, mask, shape), prior_strength
     kw = self.objective.sample_kwargs(self.config.sample, self.num_tokens(shape))
     if num_steps is not None:

@@ -71,6 +71,15 @@ def test_sampling_from_the_prior_is_an_edit_of_the_prior():
   started = system.sample_latents(params, tokens, mask, rng, **kw)
   np.testing.assert_allclose(np.asarray(started), np.asarray(edited), atol=1e-5)
   assert float(jnp.abs(started - plain).max()) > 1e-3
+  # known frames say where the object is: the prior does not start those samples
+  from sora_jax.diffusion import conditioning
+  shape = started.shape
+  known = conditioning.FrameCondition(jnp.ones(shape), jnp.broadcast_to(jnp.arange(shape[1]) == 0, shape[:2]))
+  with_frames = system.sample_latents(params, tokens, mask, rng, frames=known, **kw)
+  system.config.sample.layout_prior_strength = 0.0
+  np.testing.assert_allclose(
+      np.asarray(with_frames),
+      np.asarray(system.sample_latents(params, tokens, mask, rng, frames=known, **kw)), atol=1e-6)
 
 
 def test_a_run_s_sampling_settings_are_overridden_and_checked(tmp_path):
@@ -86,3 +95,68 @@ def test_a_run_s_sampling_settings_are_overridden_and_checked(tmp_path):
   config.model.layout_prior = False
   with pytest.raises(config_lib.ConfigError, match="model.layout_prior=True"):
     runs.override_sample(config, {"layout_prior_strength": 0.9})
+
+
+def _prior_only(system):
+  config = system.config.unlock()
+  config.diffusion.layout_prior_only = True
+  return runs.t2v_system(config)
+
+
+def _random_batch(system, b):
+  r = np.random.RandomState(0)
+  return {k: (r.randn(*s.shape).astype(np.float32) if s.dtype == jnp.float32 else
+              (r.rand(*s.shape) < 0.7) if s.dtype == jnp.bool_ else
+              r.randint(1, 100, s.shape).astype(np.int32))
+          for k, s in system.example_batch(b).items()}
+
+
+def test_prior_only_trains_the_prior_alone():
+  """diffusion.layout_prior_only: the loss is the prior's MSE (what the joint loss adds), and
+  only the text encoder, the DiT's text projection, the readout and its head get a gradient."""
+  joint = _system(1.0)
+  alone = _prior_only(joint)
+  batch = _random_batch(joint, 2)
+  params = runs.unbox(jax.jit(joint.init)(jax.random.key(0), batch))
+  # as after a few steps: the readout's zero-initialised output has learnt something, so the
+  # gradient reaches the position queries and the text encoder through it
+  out = params["dit"]["layout_readout"]["out"]
+  out["kernel"] = 0.05 * jnp.cos(jnp.arange(out["kernel"].size)).reshape(out["kernel"].shape)
+  rng = jax.random.key(1)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(alone.loss, has_aux=True))(
+      params, batch, rng)
+  _, m_joint = jax.jit(joint.loss)(params, batch, rng)
+  np.testing.assert_allclose(float(loss), float(m_joint["layout_prior_loss"]), rtol=1e-5)
+  assert float(metrics["layout_prior_loss"]) == float(loss)
+  moved = {k for k, g in grads["dit"].items()
+           if any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g))}
+  # the readout, its head and the caption's path into it; not the blocks, embedders or head
+  assert moved == {"text_proj1", "text_proj2", "layout_query", "layout_readout", "layout_prior"}
+  assert any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(grads["text"]))
+  # held-out evaluation (fixed t) still reports the flow loss of the whole model
+  _, m_eval = alone.loss(params, batch, rng, t=jnp.full((2,), 0.5))
+  assert "loss_per_example" in m_eval and "layout_prior_loss" not in m_eval
+
+
+def test_prior_only_on_packed_rows_is_the_packed_prior_term():
+  from sora_jax.data import packing
+  from sora_jax.models import patching
+  joint = _system(1.0)
+  config = joint.config.unlock()
+  config.data.sizes, config.data.pack_tokens = "9x32x32,1x32x32", 32
+  joint = runs.t2v_system(config)
+  alone = _prior_only(joint)
+  r = np.random.RandomState(0)
+  sizes = packing.parse_sizes(config.data.sizes)
+  tokens, mask = joint.encode_prompts(["a red circle moves left", "a blue star"])
+  clips = [{"latents": r.randn(*joint.vae.latent_shape(*s.shape)).astype(np.float32),
+            "tokens": tokens[i % 2], "text_mask": mask[i % 2]} for i, s in enumerate(sizes * 3)]
+  batch = next(iter(packing.make_packed_dataset(
+      clips, patchify=lambda lat: patching.patchify_clip(lat, config.model.patch),
+      token_budget=32, slots=2, text_len=config.text.max_len, rows_per_batch=2, seed=0,
+      process_index=0, process_count=1)))
+  params = runs.unbox(jax.jit(joint.init)(jax.random.key(0), _random_batch(joint, 1)))
+  rng = jax.random.key(1)
+  loss, _ = jax.jit(alone.packed_loss)(params, batch, rng)
+  _, m_joint = jax.jit(joint.packed_loss)(params, batch, rng)
+  np.testing.assert_allclose(float(loss), float(m_joint["layout_prior_loss"]), rtol=1e-5)
