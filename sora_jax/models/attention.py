@@ -17,10 +17,12 @@ Layout and scaling match `jax.nn.dot_product_attention`: [batch, seq, heads, hea
 `segment_ids` ([B, N] ints) restricts attention to keys of the same segment, for packed sequences
 of several clips (NaViT): in self-attention (`kv_segment_ids` defaults to `segment_ids`) and in
 text cross-attention (`kv_segment_ids` names each caption token's clip). Every impl takes them:
-xla as a boolean mask, cudnn as a dense mask (correct, not fast: cuDNN has no segment ids in
-this jax), ring and allgather without any N x N mask — each K/V block carries its segment ids
-around the ring and the mask is formed per block. The context-parallel impls take the mesh set by
-`jax.set_mesh` (abstract inside jit), never a `sora_jax.parallel` import: models sit below parallel.
+xla as a boolean mask; cudnn, given `max_segments`, through cuDNN's packed (THD) layout — segment
+lengths and offsets, no N x N mask (`sora_jax.models.cudnn_packing`; Hopper or newer) — else, or
+before Hopper, as a dense mask (correct, not fast); ring and allgather without any N x N mask —
+each K/V block carries its segment ids around the ring and the mask is formed per block. The
+context-parallel impls take the mesh set by `jax.set_mesh` (abstract inside jit), never a
+`sora_jax.parallel` import: models sit below parallel.
 """
 from __future__ import annotations
 
@@ -32,13 +34,16 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from sora_jax.models import cudnn_packing
+
 IMPLS = ("xla", "cudnn", "ring", "allgather")
 CONTEXT_IMPLS = ("ring", "allgather")
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str = "xla",
                           mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                          kv_segment_ids: jax.Array | None = None) -> jax.Array:
+                          kv_segment_ids: jax.Array | None = None,
+                          max_segments: int | None = None) -> jax.Array:
   """q [B, T, H, D], k/v [B, S, H, D] -> [B, T, H, D] in q's dtype.
 
   mask: None, a key mask [B, S] (True = attend; text cross-attention), or a boolean mask
@@ -48,6 +53,14 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str
   impl: one of IMPLS (see the module docstring). 'ring' / 'allgather' are self-attention over the
     mesh's context axis (segment ids allowed, no other mask); without a mesh or with context = 1
     they are plain XLA attention.
+  max_segments: impl='cudnn' with segment ids (and at most a key mask): a static bound on the runs
+    of equal query segment ids in a row, padding's run included (packed rows: caption slots + 1).
+    Given, cuDNN's packed layout replaces the dense mask. It is exact for every query whose keys
+    (same id, key mask) are one contiguous run: in the packer's rows every clip token, in self-
+    and cross-attention, and padding in self-attention. Any other query outputs 0 (packed rows:
+    padding whose row has no empty caption slot or two or more; never in a loss), and the
+    queries past the bound's last run output NaN. None keeps the dense mask: the bound cannot
+    default to T, as cuDNN keeps [B * max_segments, H, T] float32 softmax statistics.
   """
   if impl not in IMPLS:
     raise ValueError(f"attention_impl must be one of {', '.join(IMPLS)}; got {impl!r}")
@@ -58,6 +71,14 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, impl: str
       raise ValueError(f"attention_impl={impl!r} supports only self-attention (with optional "
                        "segment ids); cross-attention with a text mask must use 'xla' or 'cudnn'")
     return context_attention(q, k, v, impl=impl, segment_ids=segment_ids)
+  if impl == "cudnn" and segment_ids is not None and max_segments is not None and (
+      mask is None or mask.ndim == 2):
+    _check_segments(q, k, segment_ids, kv_segment_ids)
+    try:
+      return cudnn_packing.cudnn_packed_attention(q, k, v, segment_ids, kv_segment_ids, mask,
+                                                  max_segments=max_segments)
+    except NotImplementedError:  # no packed layout before Hopper: the dense mask below
+      pass
   kwargs = {}
   if mask is not None and mask.ndim == 2:
     if impl == "cudnn" and segment_ids is None:
@@ -129,6 +150,13 @@ def segment_mask(segment_ids: jax.Array, kv_segment_ids: jax.Array | None = None
   if segment_ids.ndim != 2 or kv.ndim != 2 or kv.shape[0] != segment_ids.shape[0]:
     raise ValueError(f"segment ids must be [batch, seq]; got {segment_ids.shape} and {kv.shape}")
   return (segment_ids[:, :, None] == kv[:, None, :])[:, None]
+
+
+def _check_segments(q, k, segment_ids, kv_segment_ids) -> None:
+  kv = segment_ids if kv_segment_ids is None else kv_segment_ids
+  if segment_ids.shape != q.shape[:2] or kv.shape != k.shape[:2]:
+    raise ValueError(f"segment ids {segment_ids.shape} / {kv.shape} must be [batch, seq] of the "
+                     f"queries {q.shape[:2]} / keys {k.shape[:2]}")
 
 
 def _and(a: jax.Array | None, b: jax.Array) -> jax.Array:

@@ -112,6 +112,7 @@ class Block(nn.Module):
   use_bias: bool = True
   cross_attention: bool = False
   attention_impl: str = "xla"
+  max_segments: int | None = None   # packed rows: clips + padding (cuDNN's packed layout)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -124,12 +125,14 @@ class Block(nn.Module):
                                             per_group)
     h = L.modulate(L.LayerNorm(affine=False, name="norm1", **kw)(x), sh1, sc1)
     h = L.Attention(self.heads, qk_norm=self.qk_norm, use_bias=self.use_bias,
-                    impl=self.attention_impl, name="attn", **kw)(h, rope, seg)
+                    impl=self.attention_impl, max_segments=self.max_segments, name="attn",
+                    **kw)(h, rope, seg)
     x = x + L.gate(h, g1)
     if self.cross_attention:
       h = L.LayerNorm(affine=True, name="norm_cross", **kw)(x)
       x = x + L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
-                               name="cross_attn", **kw)(h, context, context_mask, seg, ctx_seg)
+                               max_segments=self.max_segments, name="cross_attn", **kw)(
+                                   h, context, context_mask, seg, ctx_seg)
     h = L.modulate(L.LayerNorm(affine=False, name="norm2", **kw)(x), sh2, sc2)
     h = L.MLP(self.mlp, self.mlp_ratio, name="mlp", **kw)(h)
     x = L.constrain(x + L.gate(h, g2), L.ACT_TOKENS)
@@ -281,6 +284,7 @@ class DiT(nn.Module):
             L.sincos_positions(self.width, pos).astype(self.dtype))
         pq = jnp.broadcast_to(pq, h.shape)
         read = L.CrossAttention(self.heads, qk_norm=self.qk_norm, impl=self.attention_impl,
+                                max_segments=n_clips + 1 if packed else None,
                                 name="layout_readout", **kw)(
             pq, context, context_mask, segment_ids if packed else None,
             context_segment_ids if packed else None)
@@ -298,7 +302,8 @@ class DiT(nn.Module):
     segments = (segment_ids, context_segment_ids, per_group) if packed else None
     block_kw = dict(heads=self.heads, mlp=self.mlp, mlp_ratio=self.mlp_ratio,
                     qk_norm=self.qk_norm, cross_attention=self.cond == "text",
-                    attention_impl=self.attention_impl, **kw)
+                    attention_impl=self.attention_impl,
+                    max_segments=n_clips + 1 if packed else None, **kw)
     block = Block
     policy = remat_policy_for_backend(self.remat_policy)
     if policy != "none":

@@ -235,6 +235,7 @@ class Attention(nn.Module):
   qk_norm: bool = True
   use_bias: bool = True
   impl: str = "xla"
+  max_segments: int | None = None   # see attention.dot_product_attention
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -252,7 +253,8 @@ class Attention(nn.Module):
       q, k = RMSNorm(name="q_norm", **nkw)(q), RMSNorm(name="k_norm", **nkw)(k)
     if rope is not None:
       q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    o = dot_product_attention(q, k, v, impl=self.impl, segment_ids=segment_ids)
+    o = dot_product_attention(q, k, v, impl=self.impl, segment_ids=segment_ids,
+                              max_segments=self.max_segments)
     o = constrain(o, ACT_HEADS)
     return Dense(d, ("heads", "kv", "embed"), name="out", **kw)(o)
 
@@ -267,6 +269,7 @@ class CrossAttention(nn.Module):
   qk_norm: bool = True
   impl: str = "xla"
   zero_init_out: bool = True
+  max_segments: int | None = None   # see attention.dot_product_attention
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -282,7 +285,7 @@ class CrossAttention(nn.Module):
       q, k = RMSNorm(name="q_norm", **kw)(q), RMSNorm(name="k_norm", **kw)(k)
     impl = self.impl if self.impl in ("xla", "cudnn") else "xla"  # text is short: no ring
     o = dot_product_attention(q, k, v, mask=context_mask, impl=impl, segment_ids=segment_ids,
-                              kv_segment_ids=context_segment_ids)
+                              kv_segment_ids=context_segment_ids, max_segments=self.max_segments)
     if context_mask is not None:
       # A fully masked caption (the CFG null prompt) attends to nothing rather than to padding.
       o = o * jnp.any(context_mask, -1)[:, None, None, None].astype(o.dtype)

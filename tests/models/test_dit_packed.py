@@ -232,3 +232,69 @@ def test_layout_prior_is_a_head_beside_the_flow_and_packs(setup):
   with pytest.raises(ValueError, match="set model.layout_readout=True"):
     dit.DiT(**dict(kw, layout_readout=False), layout_prior=True).init(
         jax.random.key(0), x, jnp.full((1,), t), context=ctx, context_mask=mask)
+
+
+def _packed_apply(model, p):
+  return lambda prm: model.apply({"params": prm}, p["x"], p["t"], context=p["context"],
+                                 context_mask=p["context_mask"], segment_ids=p["segment_ids"],
+                                 positions=p["positions"],
+                                 context_segment_ids=p["context_segment_ids"])
+
+
+def _cudnn_model():
+  return dit.DiT(width=32, depth=2, heads=2, patch=PATCH, in_channels=C, text_width=DT,
+                 attention_impl="cudnn", dtype=jnp.bfloat16, layout_readout=True)
+
+
+def test_cudnn_packed_rows_lower_to_the_packed_kernel(setup, monkeypatch):
+  """attention_impl='cudnn' on packed rows: every attention (self, text, layout readout) lowers
+  to cuDNN's packed layout with a bound of the row's caption slots + 1, never to a dense mask.
+  Lowered for CUDA on any machine; run on a GPU by the test below."""
+  import re
+
+  from jax._src.cudnn import fused_attention_stablehlo as fused
+  if jax.default_backend() != "gpu":   # no GPU to ask: a Hopper with cuDNN 9.8
+    monkeypatch.setattr(fused, "check_cudnn_version", lambda: 90800)
+    monkeypatch.setattr(fused, "check_is_flash_attention", lambda *a, **k: None)
+  _, _, clips, p = setup
+  model = _cudnn_model()
+  x, t, ctx, mask = clips[0]
+  params = jax.eval_shape(lambda k: nn.unbox(model.init(k, x, jnp.full((1,), t), context=ctx,
+                                                        context_mask=mask)["params"]),
+                          jax.random.key(0))
+  text = jax.jit(_packed_apply(model, p)).trace(params).lower(
+      lowering_platforms=("cuda",)).as_text().replace("\\22", '"')
+  calls = re.findall(r"__cudnn\$fmha\w*", text)
+  bounds = re.findall(r'"max_seg_per_batch":\s*(\d+)', text)
+  # scanned blocks: one self- and one cross-attention in the scan body, plus the readout
+  assert len(calls) == 3 and bounds == [str(p["t"].shape[1] + 1)] * 3, (calls, bounds)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN runs on a GPU only")
+def test_cudnn_packed_rows_equal_xla_on_a_gpu(setup):
+  """On a GPU: the packed row through cuDNN's packed layout gives the XLA path's clip tokens and
+  parameter gradient, to bf16 accuracy."""
+  _, _, clips, p = setup
+  model = _cudnn_model()
+  xla = model.clone(attention_impl="xla")
+  x, t, ctx, mask = clips[0]
+  params = nn.unbox(model.init(jax.random.key(0), x, jnp.full((1,), t), context=ctx,
+                               context_mask=mask)["params"])
+  r = np.random.RandomState(1)
+  params = jax.tree.map(lambda l: jnp.asarray(0.2 * r.randn(*l.shape), l.dtype), params)
+  valid = (p["segment_ids"] > 0)[..., None]
+  w = _weights(p["x"].shape, 3)
+
+  def run(m):
+    f = _packed_apply(m, p)
+    loss = lambda prm: jnp.sum(jnp.sin(f(prm).astype(jnp.float32)) * w * valid)  # noqa: E731
+    return jax.jit(lambda prm: (f(prm), jax.grad(loss)(prm)))(params)
+
+  (out_c, g_c), (out_x, g_x) = run(model), run(xla)
+  rel = lambda a, b: float(jnp.linalg.norm((a - b).astype(jnp.float32))  # noqa: E731
+                           / jnp.linalg.norm(b.astype(jnp.float32)))
+  assert bool(jnp.all(jnp.isfinite(out_c.astype(jnp.float32))))
+  assert rel(out_c * valid, out_x * valid) < 2e-2
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_c), jax.tree.leaves(g_x)):
+    assert bool(jnp.all(jnp.isfinite(a))), jax.tree_util.keystr(path)
+    assert rel(a, b) < 5e-2, jax.tree_util.keystr(path)
