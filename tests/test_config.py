@@ -73,6 +73,32 @@ def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
     demo.get_config("stage=shots")
 
 
+def test_demo_layout_stages_fit_the_prior_alone_then_fine_tune_everything():
+  from sora_jax.train import setup, warm_start
+  shots = demo.get_config("stage=t2v_shots")
+  readout, prior, layout = (demo.get_config(f"stage={s}") for s in demo.LAYOUT_STAGES)
+  for c in (readout, prior, layout):
+    C.validate(c, num_devices=1)
+    assert c.model.layout_prior and c.model.layout_readout and c.data.world == demo.DIT_WORLD
+    assert c.data.cache_clips == demo.LAYOUT_CACHE_CLIPS
+    assert c.diffusion.frame_tasks == shots.diffusion.frame_tasks   # every mode is kept
+  assert [c.diffusion.layout_prior_only for c in (readout, prior, layout)] == [False, True, False]
+  assert [c.sample.layout_prior_strength for c in (readout, prior, layout)] == [
+      0.0, demo.LAYOUT_PRIOR_STRENGTH, demo.LAYOUT_PRIOR_STRENGTH]
+  assert [c.train.init_from for c in (readout, prior, layout)] == [
+      demo.READOUT_FROM, demo.PRIOR_FROM, demo.LAYOUT_FROM]
+  assert [c.train.steps for c in (readout, prior, layout)] == [
+      demo.READOUT_STEPS, demo.PRIOR_STEPS, demo.LAYOUT_STEPS]
+  # the readout and prior are additive: the shots stage's weights start the readout stage, whose
+  # weights start the next as they are
+  for a, b in ((readout, prior), (prior, layout)):
+    assert [d for d in setup.architecture_diff(a, b)
+            if not d.startswith(warm_start._TOLERATED)] == []
+  added = [d for d in setup.architecture_diff(shots, readout)
+           if not d.startswith(warm_start._TOLERATED)]
+  assert added and all(d.startswith("model.layout_") for d in added)
+
+
 def test_demo_stages_learn_their_own_worlds_and_read_whole_captions():
   vae_cfg, t2v_cfg = demo.get_config("stage=vae"), demo.get_config("stage=t2v")
   # The VAE sees everything the world can render; the DiT learns text on one large object.
@@ -126,6 +152,9 @@ def _t2v(**over):
     ({"model.layout_prior": True}, "model.layout_readout"),
     ({"sample.layout_prior_strength": 0.9}, "model.layout_prior"),
     ({"sample.layout_prior_strength": 1.5}, "sample.layout_prior_strength"),
+    ({"diffusion.layout_prior_only": True}, "model.layout_prior"),
+    ({"diffusion.layout_prior_only": True, "model.layout_readout": True,
+      "model.layout_prior": True, "optim.weight_decay": 0.01}, "optim.weight_decay"),
     ({"diffusion.objective": "x0"}, "diffusion.objective"),
     ({"diffusion.shift": "big"}, "diffusion.shift"),
     ({"sample.shift": "auto"}, "sample.shift"),
