@@ -63,7 +63,7 @@ def _vae_run(tmp_path) -> str:
     (["--prompt=" + "a red circle " * 2000], "needs 6002 tokens"),   # 3 words each + bos, eos
     (["--prompt=   "], "only whitespace"),
     (["--frames=4097", "--height=1024", "--width=1024"], "at most --frames"),
-    (["--prior_strength=0.9"], "needs --config.model.layout_prior=True"),   # demo has none
+    (["--prior_strength=1.5"], "layout_prior_strength=1.5 must be in [0, 1]"),
 ])
 def test_sample_refuses_bad_flags_before_sampling(capsys, tmp_path, keys, flags, message,
                                                    monkeypatch):

@@ -81,12 +81,26 @@ def test_apply_loads_the_model_and_its_ema_and_leaves_the_critic_fresh():
 SHIPPED_T2V = os.path.join(REPO, "sora_jax", "assets", "demo", "t2v")
 
 
-def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh():
-  """model.layout_readout and layout_prior switched on over a run without them: every source
-  weight is loaded, their modules keep their init; switching one off adds nothing."""
+def _without_layout(out_dir: str) -> str:
+  """The shipped DiT with its layout readout and prior taken out: a run trained without them."""
   config = runs.load_config(SHIPPED_T2V)
   with config.unlocked():
-    config.train.init_from = SHIPPED_T2V
+    config.model.layout_readout = config.model.layout_prior = False
+    config.sample.layout_prior_strength = 0.0
+  params = dict(runs.open_t2v(SHIPPED_T2V)[1])
+  params["dit"] = {k: v for k, v in dict(params["dit"]).items() if not k.startswith("layout_")}
+  runs.save_config(config, out_dir)
+  runs.write_export_params(out_dir, jax.tree.map(np.asarray, params))
+  return out_dir
+
+
+def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh(tmp_path):
+  """model.layout_readout and layout_prior switched on over a run without them: every source
+  weight is loaded, their modules keep their init; switching one off adds nothing."""
+  source = _without_layout(str(tmp_path / "source"))
+  config = runs.load_config(source)
+  with config.unlocked():
+    config.train.init_from = source
     config.model.layout_readout = True
     config.model.layout_prior = True
   warm_start.check(config)
@@ -102,7 +116,7 @@ def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh():
   shardings = state_lib.TrainState(step=sharding, params=shard(fresh), opt_state=(),
                                    ema_params=shard(fresh))
   out = warm_start.apply(state, config, shardings)
-  want = dict(runs.open_t2v(SHIPPED_T2V)[1])
+  want = dict(runs.open_t2v(source)[1])
   for got in (out.params, out.ema_params):
     for key, tree in want.items():
       for name, sub in tree.items():
@@ -112,10 +126,10 @@ def test_an_additive_option_loads_the_source_and_keeps_its_new_modules_fresh():
     for name in new:
       assert all(np.all(np.asarray(x) == 3.0) for x in jax.tree.leaves(got["dit"][name]))
 
-  src_on = runs.load_config(SHIPPED_T2V)   # the reverse: a source with the readout, run without
+  src_on = runs.load_config(source)   # the reverse: a source with the readout, run without
   with src_on.unlocked():
     src_on.model.layout_readout = True
-  off = runs.load_config(SHIPPED_T2V)
+  off = runs.load_config(source)
   assert warm_start._added(src_on, off) == {}
   assert "model.layout_readout" in warm_start._added(off, src_on)
 
