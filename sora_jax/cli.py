@@ -190,8 +190,14 @@ def cmd_eval(argv):
     from sora_jax.eval import shots
     result = shots.evaluate_workdir(workdir, num_videos=_NUM.value if _NUM.present else 16,
                                     split=_SPLIT.value, seed=_SEED.value)
+  elif what == "occlusion":
+    from sora_jax.eval import occlusion
+    result = occlusion.evaluate_workdir(workdir, num_videos=_NUM.value, split=_SPLIT.value,
+                                        seed=_SEED.value, world=_WORLD.value,
+                                        sample=_sample_overrides())
   else:
-    raise app.UsageError("usage: sora-jax eval vae|t2v|long|shots --workdir=W [--split=test] "
+    raise app.UsageError("usage: sora-jax eval vae|t2v|long|shots|occlusion --workdir=W "
+                         "[--split=test] [--world=full] "
                          "[--seconds=60] [--out=F]")
   text = json.dumps(result, indent=2)
   print(text)

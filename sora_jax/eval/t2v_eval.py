@@ -76,15 +76,23 @@ def evaluate(t2v, captions: list[str], *, seed: int = 0, batch_size: int = 8,
   chance = world_eval.score_videos(videos, shifted, fps=fps)
   return {"num_videos": len(videos), "adherence": world_eval.mean_scores(rows),
           "chance": chance, "direction_by_motion": direction_by_motion(rows, captions),
+          "shape_by_shape": score_by_word(rows, captions, "shape", "shape"),
           "size": list(videos[0].shape[:3]) if videos else None, "videos": videos}
 
 
 def direction_by_motion(rows: list[dict], captions: list[str]) -> dict[str, list]:
   """{motion: [mean direction score, videos]}: a verb (falls, grows) fixes its direction, the
   words left / right / up / down / clockwise do not, and the mean hides which one a model reads."""
+  return score_by_word(rows, captions, "motion", "direction")
+
+
+def score_by_word(rows: list[dict], captions: list[str], word: str, score: str
+                  ) -> dict[str, list]:
+  """{the captions' `word` (parse_caption's motion, shape, colour): [mean `score`, videos]}:
+  e.g. shape by shape, where a circle's blur still reads as a circle and a star's does not."""
   groups: dict[str, list[float]] = {}
   for r, c in zip(rows, captions, strict=True):
-    groups.setdefault(str(world_eval.parse_caption(c)["motion"]), []).append(r["direction"])
+    groups.setdefault(str(world_eval.parse_caption(c)[word]), []).append(r[score])
   return {m: [float(np.mean(v)), len(v)] for m, v in sorted(groups.items())}
 
 

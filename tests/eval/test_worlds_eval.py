@@ -245,3 +245,14 @@ def test_framing_counts_frames_with_the_object_cut_by_an_edge():
   assert np.isnan(ev.score_video(frames, "a blue square moves right")["framing"])  # none shown
   # Averaged over the videos that show the object: an empty video does not count as badly framed.
   assert ev.score_videos([frames, frames], ["a red square", "a blue square"])["framing"] == 0.5
+
+
+def test_scores_group_by_the_captions_words():
+  from sora_jax.eval import t2v_eval
+  caps = ["a red circle falls", "a blue star moves to the left", "the green star expands"]
+  rows = [{"shape": 1.0, "direction": 0.5}, {"shape": 0.0, "direction": 1.0},
+          {"shape": 0.5, "direction": 1.0}]
+  assert t2v_eval.score_by_word(rows, caps, "shape", "shape") == {
+      "circle": [1.0, 1], "star": [0.25, 2]}
+  assert t2v_eval.direction_by_motion(rows, caps) == {
+      "bounce": [1.0, 1], "fall": [0.5, 1], "grow": [1.0, 1]}
