@@ -294,3 +294,13 @@ def test_sampler_sweep_runs_each_setting_on_the_same_prompts(tmp_path):
   assert rows[0]["layout_prior_strength"] == rows[1]["layout_prior_strength"] > 0
   md = sampler_sweep.table(rows)
   assert md.count("\n") == 2 + len(rows) and "| 2 | 3 | 1 (1.0) |" in md
+
+
+def test_shape_by_noise_scores_reconstructions_then_each_strength(t2v_tiny):
+  from experiments import shape_by_noise
+  rows = shape_by_noise.study(t2v_tiny, num=2, strengths=[0.5, 1.0], num_steps=2)
+  assert [r["from"] for r in rows] == ["reconstruction", "t = 0.5", "t = 1"]
+  assert all(sum(n for _, n in r["shape_by_shape"].values()) == 2 for r in rows)
+  assert all(0 <= r["adherence"]["shape"] <= 1 for r in rows)
+  md = shape_by_noise.table(rows)
+  assert md.count("\n") == 2 + len(rows) and "| t = 0.5 |" in md
