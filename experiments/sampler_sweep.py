@@ -24,12 +24,13 @@ def _floats(text: str) -> list[float]:
 
 
 def sweep(workdir: str, *, num: int, split: str, steps: list[int], guidance: list[float],
-          prior_strength: list[float | None], shift: list[str] = ("train",), world: str = "",
+          prior_strength: list[float | None], shift: list[str | None] = (None,), world: str = "",
           seed: int = 0) -> list[dict]:
   rows = []
   for strength, sh in itertools.product(prior_strength, shift):
-    t2v = TextToVideo.from_workdir(workdir, on_long="warn", sample={
-        "layout_prior_strength": strength, "shift": sh})
+    # None keeps the run's own sample.shift (which may differ from its training shift).
+    overrides = {"layout_prior_strength": strength} | ({} if sh is None else {"shift": sh})
+    t2v = TextToVideo.from_workdir(workdir, on_long="warn", sample=overrides)
     resolved = round(float(t2v.system.objective.sample_shift(t2v.config.sample,
                                                              t2v.system.num_tokens())), 3)
     captions = t2v_eval.held_out_captions(t2v_eval.data_of_world(t2v.config.data, world),
@@ -37,7 +38,7 @@ def sweep(workdir: str, *, num: int, split: str, steps: list[int], guidance: lis
     for n, g in itertools.product(steps, guidance):
       r = t2v_eval.evaluate(t2v, captions, num_steps=n, guidance_scale=g, seed=seed)
       r.pop("videos")
-      rows.append({"steps": n, "guidance": g, "shift": sh, "resolved_shift": resolved,
+      rows.append({"steps": n, "guidance": g, "shift": sh or "run's", "resolved_shift": resolved,
                    "layout_prior_strength": t2v.config.sample.layout_prior_strength,
                    "split": split, **{k: r[k] for k in ("adherence", "chance", "shape_by_shape",
                                                         "direction_by_motion")}})
@@ -72,15 +73,16 @@ def main():
   ap.add_argument("--guidance", default="5", help="CFG scales, comma-separated")
   ap.add_argument("--prior_strength", default="",
                   help="layout prior strengths, comma-separated (default: the run's)")
-  ap.add_argument("--shift", default="train",
-                  help="sampling timestep shifts, comma-separated ('train': the run's)")
+  ap.add_argument("--shift", default="",
+                  help="sampling timestep shifts, comma-separated ('train': the run's training "
+                       "shift; default: the run's own sample.shift)")
   ap.add_argument("--world", default="", help="prompts from this world instead of the run's")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default="experiments/results/sampler")
   a = ap.parse_args()
   rows = sweep(a.workdir, num=a.num, split=a.split, steps=[int(v) for v in _floats(a.steps)],
                guidance=_floats(a.guidance), prior_strength=_floats(a.prior_strength) or [None],
-               shift=a.shift.split(","), world=a.world, seed=a.seed)
+               shift=a.shift.split(",") if a.shift else [None], world=a.world, seed=a.seed)
   os.makedirs(a.out, exist_ok=True)
   with open(os.path.join(a.out, "metrics.json"), "w") as f:
     json.dump({"workdir": a.workdir, "num": a.num, "rows": rows}, f, indent=2)

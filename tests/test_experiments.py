@@ -282,13 +282,13 @@ def test_layout_prior_fit_trains_the_prior_and_leaves_the_blocks(tmp_path):
 
 
 def test_sampler_sweep_runs_each_setting_on_the_same_prompts(tmp_path):
-  """The shipped model at two sampling shifts: one row per setting, the override reaching the
-  sampler (resolved shift), and the table one line per row."""
+  """The shipped model at its own sampling shift and at 1: one row per setting, the override
+  reaching the sampler (resolved shift), and the table one line per row."""
   from experiments import sampler_sweep
   from sora_jax import demo
   rows = sampler_sweep.sweep(os.path.join(demo.ASSETS, "t2v"), num=2, split="test", steps=[2],
-                             guidance=[3.0], prior_strength=[None], shift=["train", "1"])
-  assert [(r["shift"], r["guidance"]) for r in rows] == [("train", 3.0), ("1", 3.0)]
+                             guidance=[3.0], prior_strength=[None], shift=[None, "1"])
+  assert [(r["shift"], r["guidance"]) for r in rows] == [("run's", 3.0), ("1", 3.0)]
   assert rows[0]["resolved_shift"] != 1.0 and rows[1]["resolved_shift"] == 1.0
   assert all(set(r["adherence"]) >= {"color", "direction", "shape"} for r in rows)
   assert rows[0]["layout_prior_strength"] == rows[1]["layout_prior_strength"] > 0
