@@ -3,7 +3,8 @@
 Two stages share one data setup (17 frames of 64x64 from the procedural world):
   sora-jax train --config=configs/demo.py:stage=vae --workdir=workdirs/demo/vae
   (optional: sora-jax train --config=configs/demo.py:stage=vae_critic \
-       --workdir=workdirs/demo/vae_critic, then give the t2v stage that vae_workdir)
+       --workdir=workdirs/demo/vae_critic, then give the t2v stage that vae_workdir;
+   or stage=vae_decoder: the critic on the decoder alone, a drop-in decoder for trained DiTs)
   sora-jax train --config=configs/demo.py:stage=t2v --workdir=workdirs/demo/t2v \
       --config.vae_workdir=workdirs/demo/vae
   sora-jax train --config=configs/demo.py:stage=t2v_shots --workdir=workdirs/demo/t2v_shots \
@@ -36,6 +37,10 @@ _VAE_LOSS = dict(loss="l1", kl=1e-5)
 # 0.63 (experiments/results/vae_critic; RESULTS.md, issue 13, session 12).
 VAE_CRITIC_STEPS, VAE_CRITIC_WEIGHT = 300, 0.25
 VAE_CRITIC_FROM = "workdirs/demo/vae"
+# stage=vae_decoder: the same critic fine-tune with the encoder frozen (vae.freeze_encoder). The
+# latents stay those the DiT stages were trained on, so the new decoder replaces the old one under
+# an already trained text-to-video model (Stable Diffusion's ft-MSE decoder is the precedent).
+VAE_DECODER_STEPS, VAE_DECODER_WEIGHT = 300, 0.25
 # 6000 steps with frame tasks and absolute positions (session 14): text-to-video scores as the
 # 8000-step text-only model did on 64 held-out prompts per split (colour 0.99 / 1.00, direction
 # 0.60 / 0.64 against 0.58 / 0.61, shape 0.39 / 0.45 against 0.47 / 0.48), and the same weights
@@ -125,12 +130,12 @@ def get_config(arg=None):
   layout = a.stage in LAYOUT_STAGES
   world = a.world or {"vae": "full", "t2v_shots": DIT_WORLD + "_shots"}.get(a.stage, DIT_WORLD)
   local = ",runlocal" if a.runlocal else ""
-  critic = a.stage == "vae_critic"
+  critic = a.stage in ("vae_critic", "vae_decoder")
   if not a.steps:
-    a.steps = {"vae_critic": VAE_CRITIC_STEPS, "t2v_shots": SHOTS_STEPS,
+    a.steps = {"vae_critic": VAE_CRITIC_STEPS, "vae_decoder": VAE_DECODER_STEPS, "t2v_shots": SHOTS_STEPS,
                "t2v_readout": READOUT_STEPS, "t2v_prior": PRIOR_STEPS,
                "t2v_layout": LAYOUT_STEPS}.get(a.stage, 0)
-  if a.stage in ("vae", "vae_critic"):
+  if a.stage in ("vae", "vae_critic", "vae_decoder"):
     # Trained on 9-frame clips: the causal, fully convolutional VAE applies unchanged to 17-frame
     # (or minute-long, chunked) clips, and 9 frames halve the CPU cost of a step.
     # patch=4 stem + DC-AE shortcuts + Muon: measured on this CPU to learn texture far faster
@@ -150,6 +155,8 @@ def get_config(arg=None):
     if critic:
       c.vae.adv_weight, c.vae.adv_adaptive, c.vae.adv_start_step = VAE_CRITIC_WEIGHT, True, 0
       c.train.init_from = VAE_CRITIC_FROM
+    if a.stage == "vae_decoder":
+      c.vae.adv_weight, c.vae.freeze_encoder = VAE_DECODER_WEIGHT, True
     c.lock()
   elif a.stage in ("t2v", "t2v_shots", *LAYOUT_STAGES):
     if any(a[k] != v for k, v in _VAE_LOSS.items()):
@@ -205,7 +212,8 @@ def get_config(arg=None):
         _layout_stage(c, a.stage, a.steps)
     c.lock()
   else:
-    raise ValueError(f"config argument 'stage' must be 'vae', 'vae_critic', 't2v', 't2v_shots', "
+    raise ValueError(f"config argument 'stage' must be 'vae', 'vae_critic', 'vae_decoder', 't2v', "
+                     "'t2v_shots', "
                      f"'t2v_readout', 't2v_prior' or 't2v_layout', got {a.stage!r}")
   return c
 

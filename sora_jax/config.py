@@ -378,6 +378,16 @@ def check_optim(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"config.optim.ema_decay={o.ema_decay} must be in [0, 1)")
 
 
+def check_frozen_encoder(config: mlc.ConfigDict) -> None:
+  v = config.get("vae")
+  if config.get("task") != "vae" or v is None or not v.get("freeze_encoder", False):
+    return
+  if not config.get("train", {}).get("init_from", ""):
+    raise ConfigError("config.vae.freeze_encoder=True keeps the encoder of a trained VAE, but "
+                      "config.train.init_from is empty: name that VAE's workdir or export "
+                      "(--config.train.init_from=...), or set freeze_encoder=False")
+
+
 def check_task(config: mlc.ConfigDict, training: bool = False) -> None:
   task = config.get("task")
   if task not in TASKS:
@@ -403,6 +413,7 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_frame_tasks(config)
   check_model(config)
   check_optim(config)
+  check_frozen_encoder(config)
   check_mesh(config, num_devices, process_count)
   return config
 

@@ -149,6 +149,9 @@ def vae_section(**overrides) -> mlc.ConfigDict:
       disc_layers=3,            # discriminator downsampling layers
       perceptual_weight=0.0,    # weight of the perceptual loss; 0 = off
       perceptual_path="",       # perceptual-loss network weights (local file); "" = none
+      # train the decoder only: the encoder (so the latent space, and any DiT trained on it) is
+      # kept as train.init_from left it, as a new decoder for an existing model. Needs init_from.
+      freeze_encoder=False,
       encode_chunk=0,           # latent frames per inference encode/decode chunk; 0 = one pass
       tile=0,                   # spatial tile size in pixels for encode/decode; 0 = no tiling
       tile_overlap=16,          # pixels of overlap between tiles (blended)

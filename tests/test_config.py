@@ -59,6 +59,14 @@ def test_demo_vae_critic_stage_fine_tunes_the_vae_stage_on_the_dit_world():
           if not d.startswith(warm_start._TOLERATED)] == []
 
 
+def test_demo_vae_decoder_stage_is_the_critic_stage_with_the_encoder_frozen():
+  critic, dec = demo.get_config("stage=vae_critic"), demo.get_config("stage=vae_decoder")
+  C.validate(dec, num_devices=1)
+  assert dec.vae.freeze_encoder and not critic.vae.freeze_encoder
+  assert (dec.vae.adv_weight, dec.train.steps, dec.train.init_from) == (
+      demo.VAE_DECODER_WEIGHT, demo.VAE_DECODER_STEPS, demo.VAE_CRITIC_FROM)
+
+
 def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
   from sora_jax.train import setup, warm_start
   base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")

@@ -60,8 +60,15 @@ class VAESystem:
     return self.module.init({"params": rng}, jnp.asarray(video[:1], jnp.float32))["params"]
 
   def forward(self, params, video, rng):
-    """(x_hat, mean, logvar) with a posterior sample."""
-    return self.module.apply({"params": params}, video, rng=rng, sample_posterior=True)
+    """(x_hat, mean, logvar) with a posterior sample. With vae.freeze_encoder no gradient flows
+    into the encoder (nor is its backward computed): the latent space stays the one a DiT
+    was trained on, and only the decoder learns to render it."""
+    if not self.cfg.get("freeze_encoder", False):
+      return self.module.apply({"params": params}, video, rng=rng, sample_posterior=True)
+    mean, logvar = jax.lax.stop_gradient(
+        self.module.apply({"params": params}, video, method=self.module.encode))
+    z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
+    return self.module.apply({"params": params}, z, method=self.module.decode), mean, logvar
 
   def recon_loss(self, x, x_hat):
     err = x - x_hat

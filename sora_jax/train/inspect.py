@@ -40,7 +40,8 @@ def abstract_state(config, mesh=None):
   recipe, batch = abstract_recipe(config)
   boxed_params = jax.eval_shape(recipe.init, jax.random.key(0), batch)
   tx, _ = optim_lib.make_optimizer(config.optim, config.train.steps, boxed_params,
-                                   players=recipe.players)
+                                   players=recipe.players,
+                                   frozen=getattr(recipe, "frozen", ()))
   boxed = jax.eval_shape(state_lib.make_init_fn(recipe, tx), jax.random.key(0), batch)
   return recipe, boxed, mesh, rules
 

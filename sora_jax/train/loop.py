@@ -104,7 +104,8 @@ def _optimizer(recipe, config, batch: dict):
   """(tx, schedule, boxed abstract params)."""
   boxed_params = jax.eval_shape(recipe.init, jax.random.key(config.seed), batch)
   tx, schedule = optim_lib.make_optimizer(config.optim, config.train.steps, boxed_params,
-                                          players=getattr(recipe, "players", None))
+                                          players=getattr(recipe, "players", None),
+                                          frozen=getattr(recipe, "frozen", ()))
   return tx, schedule, boxed_params
 
 

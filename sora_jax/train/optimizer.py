@@ -160,8 +160,9 @@ def clip_by_player_norm(max_norm: float,
 # -- the optimizer ------------------------------------------------------------------------------
 
 def make_optimizer(optim_cfg, total_steps: int, params: Any,
-                   players: Sequence[str] | None = None) -> tuple[optax.GradientTransformation,
-                                                                  optax.Schedule]:
+                   players: Sequence[str] | None = None,
+                   frozen: Sequence[tuple[str, ...]] = ()) -> tuple[optax.GradientTransformation,
+                                                                    optax.Schedule]:
   """(tx, schedule) for `params`, the boxed parameter tree (abstract from jax.eval_shape is
   enough: only shapes and logical names are read).
 
@@ -176,6 +177,10 @@ def make_optimizer(optim_cfg, total_steps: int, params: Any,
   players: None clips all gradients by one global norm `optim.grad_clip`; a tuple of top-level
   param keys, e.g. ('vae', 'disc'), clips each of those subtrees by its own global norm (and the
   remaining top-level keys together), see clip_by_player_norm.
+
+  frozen: key paths, e.g. (('vae', 'encoder'),), of subtrees that never move: their gradients
+  are zeroed before clipping (so they do not shrink the others') and their updates, weight decay
+  included, after the optimizer (see frozen_mask).
   """
   schedule = lr_schedule(optim_cfg, total_steps)
   if players is not None:
@@ -199,7 +204,30 @@ def make_optimizer(optim_cfg, total_steps: int, params: Any,
     opt = _muon(optim_cfg, schedule, params, mask)
   else:
     raise ValueError(f"optim.name={name!r}; use one of {OPTIMIZERS}")
+  if frozen:
+    zero = optax.masked(optax.set_to_zero(), frozen_mask(params, frozen))
+    return optax.chain(zero, clip, opt, zero), schedule
   return optax.chain(clip, opt), schedule
+
+
+def frozen_mask(params: Any, frozen: Sequence[tuple[str, ...]]) -> Any:
+  """Static bool tree (unboxed structure): True under any of the `frozen` key paths. A path that
+  names no parameter is an error (a typo would otherwise train everything silently)."""
+  frozen = [tuple(f) for f in frozen]
+  hit = set()
+
+  def under(path, x):
+    keys = tuple(_key_name(k) for k in path)
+    found = [f for f in frozen if keys[:len(f)] == f]
+    hit.update(found)
+    return bool(found)
+
+  mask = _map_leaves(under, params)
+  missing = [f for f in frozen if f not in hit]
+  if missing:
+    raise ValueError(f"frozen parameter paths {['/'.join(f) for f in missing]} name no "
+                     f"parameter; top-level keys: {list(params) if isinstance(params, Mapping) else '-'}")
+  return mask
 
 
 def _muon(optim_cfg, schedule, params, mask) -> optax.GradientTransformation:

@@ -45,6 +45,9 @@ class VAETraining:
     # Each player's gradients are clipped by their own norm: the critic's must not shrink the
     # VAE's updates.
     self.players = ("vae", "disc") if self.disc is not None else None
+    # vae.freeze_encoder: the decoder alone learns (the loss stops gradients at the latents and
+    # the optimizer holds the encoder still), so latents cached or learnt by a DiT stay valid.
+    self.frozen = (("vae", "encoder"),) if cfg.get("freeze_encoder", False) else ()
 
   def make_iterator(self, *, seed: int, process_index=None, process_count=None):
     d = self.config.data

@@ -165,3 +165,19 @@ def test_critic_conv_equals_flax_3d_conv(strides):
   params = conv.init(jax.random.key(1), x)
   ref = nn.Conv(4, (3, 4, 4), (1,) + strides, padding="SAME").apply(params, x)
   np.testing.assert_allclose(conv.apply(params, x), ref, atol=1e-5)
+
+
+def test_freeze_encoder_trains_the_decoder_alone():
+  """vae.freeze_encoder: no gradient reaches the encoder, so its latents stay those a DiT learnt;
+  the decoder still gets the reconstruction's gradient. Refused without init_from."""
+  from sora_jax import config as config_lib
+  task = VAETraining(_config(freeze_encoder=True))
+  assert task.frozen == (("vae", "encoder"),)
+  batch = _batch()
+  params = nn.unbox(jax.jit(task.init)(jax.random.key(0), batch))
+  grads = jax.jit(jax.grad(lambda p: task.loss(p, batch, jax.random.key(1), 0)[0]))(params)
+  assert float(optax.global_norm(grads["vae"]["encoder"])) == 0.0
+  assert float(optax.global_norm(grads["vae"]["decoder"])) > 0
+  bad = mlc.ConfigDict(dict(task="vae", vae=dict(freeze_encoder=True), train=dict(init_from="")))
+  with pytest.raises(config_lib.ConfigError, match="freeze_encoder.*init_from"):
+    config_lib.check_frozen_encoder(bad)

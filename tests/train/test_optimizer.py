@@ -308,3 +308,24 @@ def test_unknown_player_is_refused():
   params = {"vae": {"w": jnp.zeros((2, 2))}}
   with pytest.raises(ValueError, match="players"):
     optim_lib.make_optimizer(_optim("adamw"), 10, params, players=("vae", "disc"))
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_frozen_subtrees_never_move_and_do_not_shrink_the_others_clip(name):
+  params = {"enc": _boxed_params(), "dec": _boxed_params()}
+  cfg = _optim(name)
+  cfg.weight_decay, cfg.grad_clip = 0.1, 1.0
+  tx, _ = optim_lib.make_optimizer(cfg, 10, params, frozen=(("enc",),))
+  free, _ = optim_lib.make_optimizer(cfg, 10, {"dec": params["dec"]})
+  rng = np.random.default_rng(4)
+  grads = jax.tree.map(lambda x: x * 0 + 100 * rng.standard_normal(x.shape).astype(x.dtype),
+                       params)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+  assert all(float(jnp.abs(u).max()) == 0.0 for u in jax.tree.leaves(nn.unbox(updates["enc"])))
+  # The frozen gradients (large here) take no part in the global-norm clip.
+  alone, _ = jax.jit(free.update)({"dec": grads["dec"]}, free.init({"dec": params["dec"]}),
+                                  {"dec": params["dec"]})
+  for a, b in zip(jax.tree.leaves(nn.unbox(updates["dec"])), jax.tree.leaves(nn.unbox(alone))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="enc/nope"):
+    optim_lib.make_optimizer(cfg, 10, params, frozen=(("enc", "nope"),))
