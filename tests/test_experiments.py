@@ -304,3 +304,21 @@ def test_shape_by_noise_scores_reconstructions_then_each_strength(t2v_tiny):
   assert all(0 <= r["adherence"]["shape"] <= 1 for r in rows)
   md = shape_by_noise.table(rows)
   assert md.count("\n") == 2 + len(rows) and "| t = 0.5 |" in md
+
+
+def test_refiner_decoder_pairs_generated_latents_and_trains_the_decoder_alone(t2v_tiny):
+  import jax
+  import numpy as np
+
+  from experiments import refiner_decoder
+  gen, enc, videos = refiner_decoder.make_pairs(t2v_tiny, clips=2, strengths=[0.5])
+  assert gen.shape == enc.shape and gen.shape[0] == len(videos) == 2
+  assert not np.allclose(gen, enc)  # the DiT's latents, not the encoder's
+  vae = t2v_tiny.system.vae_params
+  new, losses = refiner_decoder.fine_tune(t2v_tiny.system.vae, vae, gen, enc, videos, steps=2,
+                                          batch=2, lr=1e-3)
+  assert len(losses) == 2 and np.isfinite(losses).all()
+  for a, b in zip(jax.tree.leaves(vae["encoder"]), jax.tree.leaves(new["encoder"])):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(jax.tree.leaves(vae["decoder"]), jax.tree.leaves(new["decoder"])))
