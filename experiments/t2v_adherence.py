@@ -31,6 +31,7 @@ def main():
                   help="config.sample.layout_prior_strength (a run with model.layout_prior)")
   ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
                   "(e.g. a '_shots' run scored on the one-shot prompts of 'large')")
+  ap.add_argument("--seed", type=int, default=0, help="first sampling seed (one per prompt)")
   ap.add_argument("--out", default="results/t2v_adherence")
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
@@ -40,13 +41,14 @@ def main():
   results = {"world": str(data.world)}
   for split in a.splits.split(","):
     captions = t2v_eval.held_out_captions(data, split, a.num)
-    r = t2v_eval.evaluate(t2v, captions, num_steps=a.steps, guidance_scale=a.guidance)
+    r = t2v_eval.evaluate(t2v, captions, num_steps=a.steps, guidance_scale=a.guidance,
+                          seed=a.seed)
     videos = r.pop("videos")
     results[split] = r
     print(split, json.dumps(r, indent=1))
     if split == "test":
       save_frames_png(videos[:8], captions[:8], os.path.join(a.out, "samples.png"))
-  results["sampler"] = {"steps": a.steps or t2v.config.sample.steps,
+  results["sampler"] = {"steps": a.steps or t2v.config.sample.steps, "seed": a.seed,
                         "guidance": a.guidance or t2v.config.sample.guidance_scale,
                         "layout_prior_strength": t2v.config.sample.layout_prior_strength}
   with open(os.path.join(a.out, "metrics.json"), "w") as f:
