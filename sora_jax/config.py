@@ -388,6 +388,29 @@ def check_frozen_encoder(config: mlc.ConfigDict) -> None:
                       "(--config.train.init_from=...), or set freeze_encoder=False")
 
 
+def check_decoder_refining(config: mlc.ConfigDict) -> None:
+  v = config.get("vae")
+  if config.get("task") != "vae" or v is None or not v.get("refine_t2v", ""):
+    return
+  if not v.get("freeze_encoder", False):
+    raise ConfigError("config.vae.refine_t2v trains a decoder for the latents that DiT was "
+                      "trained on, so the encoder must stay as it is: set "
+                      "--config.vae.freeze_encoder=True")
+  if not 0.0 < float(v.refine_share) <= 1.0:
+    raise ConfigError(f"config.vae.refine_share={v.refine_share} must be in (0, 1]: the share of "
+                      "each batch decoded from the DiT's latents")
+  strengths = tuple(v.refine_strengths)
+  if not strengths or not all(0.0 < float(s) <= 1.0 for s in strengths):
+    raise ConfigError(f"config.vae.refine_strengths={strengths} must be SDEdit noise levels in "
+                      "(0, 1], e.g. (0.3, 0.45, 0.6, 0.75)")
+  if int(v.refine_clips) < int(config.data.batch_size):
+    raise ConfigError(f"config.vae.refine_clips={v.refine_clips} is fewer than one batch "
+                      f"(config.data.batch_size={config.data.batch_size})")
+  if not config.data.get("cache_dir", ""):
+    raise ConfigError("config.vae.refine_t2v keeps its generated pairs in config.data.cache_dir, "
+                      "which is empty: set --config.data.cache_dir=DIR")
+
+
 def check_task(config: mlc.ConfigDict, training: bool = False) -> None:
   task = config.get("task")
   if task not in TASKS:
@@ -414,6 +437,7 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_model(config)
   check_optim(config)
   check_frozen_encoder(config)
+  check_decoder_refining(config)
   check_mesh(config, num_devices, process_count)
   return config
 

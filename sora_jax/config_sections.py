@@ -152,6 +152,15 @@ def vae_section(**overrides) -> mlc.ConfigDict:
       # train the decoder only: the encoder (so the latent space, and any DiT trained on it) is
       # kept as train.init_from left it, as a new decoder for an existing model. Needs init_from.
       freeze_encoder=False,
+      # a decoder for a DiT's own latents (train/decoder_refining.py; needs freeze_encoder):
+      # refine_t2v names a t2v run (workdir or export) trained on this VAE's latents; clips of
+      # config.data noised to each strength and denoised by it under their captions (SDEdit),
+      # paired with the clips, cached in data.cache_dir; "" = off
+      refine_t2v="",
+      refine_clips=1024,        # pairs generated (each samples once: minutes on a CPU)
+      refine_strengths=(0.3, 0.45, 0.6, 0.75),   # SDEdit noise levels, cycled over the clips
+      refine_share=0.5,         # share of each batch decoded from generated latents; the rest
+                                # from the encoder's, so it still decodes real videos
       encode_chunk=0,           # latent frames per inference encode/decode chunk; 0 = one pass
       tile=0,                   # spatial tile size in pixels for encode/decode; 0 = no tiling
       tile_overlap=16,          # pixels of overlap between tiles (blended)

@@ -4,7 +4,8 @@ By default it samples from the small model shipped in `sora_jax/assets/demo` (EM
 VAE and a DiT trained on the procedural world). `sora-jax demo --train` makes those weights from
 scratch with the project's own commands — the stages of configs/demo.py (VAE; DiT; DiT
 fine-tuned on multi-shot clips; a layout readout and prior added, the prior fitted alone, then a
-short joint fine-tune), then an export —
+short joint fine-tune; more steps at low noise; the decoder fitted to that DiT's latents), then
+an export —
 which is exactly how the shipped ones were made.
 """
 from __future__ import annotations
@@ -18,20 +19,25 @@ ASSETS = os.path.join(os.path.dirname(__file__), "assets", "demo")
 
 def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> str:
   """Trains the demo stages (each resuming if interrupted) and exports the EMA weights of the
-  VAE and of the last DiT stage."""
+  refined VAE and of the last DiT stage."""
   from configs import demo as demo_config
   from sora_jax.train import loop
   vae_dir = os.path.join(workdir, "vae")
   loop.train(demo_config.get_config("stage=vae"), vae_dir)
   t2v_dir = ""
-  for stage in ("t2v", "t2v_shots", *demo_config.LAYOUT_STAGES):
+  for stage in ("t2v", "t2v_shots", *demo_config.LAYOUT_STAGES, "t2v_detail"):
     cfg = demo_config.get_config(f"stage={stage}").unlock()
     cfg.vae_workdir = os.path.abspath(vae_dir)
     if t2v_dir:
       cfg.train.init_from = os.path.abspath(t2v_dir)   # the stage before, wherever workdir is
     t2v_dir = os.path.join(workdir, stage)
     loop.train(cfg.lock(), t2v_dir)
-  return export_assets(vae_dir, t2v_dir, out_dir)
+  # The decoder last: it is fitted to the latents of the DiT that ships.
+  cfg = demo_config.get_config("stage=vae_refiner").unlock()
+  cfg.train.init_from, cfg.vae.refine_t2v = os.path.abspath(vae_dir), os.path.abspath(t2v_dir)
+  refiner_dir = os.path.join(workdir, "vae_refiner")
+  loop.train(cfg.lock(), refiner_dir)
+  return export_assets(refiner_dir, t2v_dir, out_dir)
 
 
 def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:

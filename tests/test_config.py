@@ -67,6 +67,28 @@ def test_demo_vae_decoder_stage_is_the_critic_stage_with_the_encoder_frozen():
       demo.VAE_DECODER_WEIGHT, demo.VAE_DECODER_STEPS, demo.VAE_CRITIC_FROM)
 
 
+def test_demo_refiner_stage_fits_the_vae_stage_decoder_to_the_detail_stage_dit():
+  from sora_jax.train import setup, warm_start
+  base, ref = demo.get_config("stage=vae"), demo.get_config("stage=vae_refiner")
+  C.validate(ref, num_devices=1)
+  assert ref.vae.freeze_encoder and ref.vae.refine_t2v == demo.REFINER_FROM
+  assert ref.train.init_from == demo.VAE_CRITIC_FROM and ref.data.world == demo.DIT_WORLD + "_shots"
+  assert (ref.train.steps, ref.optim.lr, ref.vae.refine_clips, ref.data.frames) == (
+      demo.REFINER_STEPS, demo.REFINER_LR, demo.REFINER_CLIPS,
+      demo.get_config("stage=t2v").data.frames)   # the DiT's clips, not the vae stage's 9
+  assert [d for d in setup.architecture_diff(base, ref)
+          if not d.startswith(warm_start._TOLERATED)] == []
+
+
+def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its_shift():
+  layout, detail = demo.get_config("stage=t2v_layout"), demo.get_config("stage=t2v_detail")
+  C.validate(detail, num_devices=1)
+  assert detail.train.init_from == demo.DETAIL_FROM and detail.diffusion.base_shift == 1.0
+  assert float(detail.sample.shift) == layout.diffusion.base_shift == 3.0
+  assert detail.model.to_dict() == layout.model.to_dict()
+  assert detail.sample.layout_prior_strength == layout.sample.layout_prior_strength
+
+
 def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
   from sora_jax.train import setup, warm_start
   base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")

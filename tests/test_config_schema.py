@@ -466,6 +466,8 @@ CONFIGS = {
     "demo:t2v_readout": lambda: demo.get_config("stage=t2v_readout"),
     "demo:t2v_prior": lambda: demo.get_config("stage=t2v_prior"),
     "demo:t2v_layout": lambda: demo.get_config("stage=t2v_layout"),
+    "demo:t2v_detail": lambda: demo.get_config("stage=t2v_detail"),
+    "demo:vae_refiner": lambda: demo.get_config("stage=vae_refiner"),
     "demo:vae,runlocal": lambda: demo.get_config("stage=vae,runlocal"),
     "demo:t2v,runlocal": lambda: demo.get_config("stage=t2v,runlocal"),
     "dit_paper": lambda: dit_paper.get_config(),

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 from experiments import _study  # noqa: E402
 from experiments import (aspect_ratio, captions, dit_paper_table, objective,  # noqa: E402
                          optimizer, patch_size, resolution, scaling, shift_study,
@@ -306,19 +307,15 @@ def test_shape_by_noise_scores_reconstructions_then_each_strength(t2v_tiny):
   assert md.count("\n") == 2 + len(rows) and "| t = 0.5 |" in md
 
 
-def test_refiner_decoder_pairs_generated_latents_and_trains_the_decoder_alone(t2v_tiny):
-  import jax
-  import numpy as np
-
+def test_refiner_decoder_runs_the_recipe_stage_on_the_vae_its_dit_was_trained_on():
   from experiments import refiner_decoder
-  gen, enc, videos = refiner_decoder.make_pairs(t2v_tiny, clips=2, strengths=[0.5])
-  assert gen.shape == enc.shape and gen.shape[0] == len(videos) == 2
-  assert not np.allclose(gen, enc)  # the DiT's latents, not the encoder's
-  vae = t2v_tiny.system.vae_params
-  new, losses = refiner_decoder.fine_tune(t2v_tiny.system.vae, vae, gen, enc, videos, steps=2,
-                                          batch=2, lr=1e-3)
-  assert len(losses) == 2 and np.isfinite(losses).all()
-  for a, b in zip(jax.tree.leaves(vae["encoder"]), jax.tree.leaves(new["encoder"])):
-    np.testing.assert_array_equal(a, b)
-  assert any(not np.array_equal(a, b) for a, b in
-             zip(jax.tree.leaves(vae["decoder"]), jax.tree.leaves(new["decoder"])))
+  from sora_jax import config as config_lib
+  from sora_jax import runs
+  t2v = os.path.join(REPO, "sora_jax", "assets", "demo", "t2v")
+  c = refiner_decoder.stage_config(t2v, clips=64, steps=20, strengths="0.5", adv_weight=0.25)
+  config_lib.validate(c)
+  vae = os.path.join(REPO, "sora_jax", "assets", "demo", "vae")
+  assert os.path.samefile(c.train.init_from, vae) and c.vae.refine_t2v == t2v
+  assert c.vae.shortcut_layout == runs.load_config(vae).vae.shortcut_layout == "subpixel"
+  assert c.vae.freeze_encoder and c.vae.refine_strengths == (0.5,) and c.train.steps == 20
+  assert c.vae.adv_weight == 0.25 and c.vae.adv_adaptive and c.data.frames == 17

@@ -66,7 +66,7 @@ def retokenize(src: str, path: str, tokenizer, text_len: int) -> str:
     suffix = k[len("caption"):]
     ids, mask = tokenizer.encode([str(c) for c in arrays[k]], text_len)
     arrays["tokens" + suffix], arrays["text_mask" + suffix] = ids, mask
-  _save(path, arrays)
+  save_npz(path, arrays)
   log.info("latent cache %s: captions of %s tokenized again at text_len=%d", path, src, text_len)
   return path
 
@@ -105,7 +105,7 @@ def build(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.ndarray]
   arrays["caption"] = arrays["caption"].astype(str)
   if key:
     arrays["latent_key"] = np.asarray(key)
-  _save(path, arrays)
+  save_npz(path, arrays)
   log.info("cached %d latents %s at %s", num_clips, arrays["latents"].shape[1:], path)
   return path
 
@@ -145,14 +145,14 @@ def build_mixed(data_cfg, split: str, num_clips: int, encode_fn: Callable[[np.nd
     for k in KEYS[1:]:
       arrays[f"{k}_{gi}"] = np.stack(g[k])
     arrays[f"caption_{gi}"] = arrays[f"caption_{gi}"].astype(str)
-  _save(path, arrays)
+  save_npz(path, arrays)
   log.info("cached %d latents of %d sizes (%s) at %s", num_clips, len(groups),
            ", ".join(str(a.shape[1:4]) for k, a in arrays.items() if k.startswith("latents_")),
            path)
   return path
 
 
-def _save(path: str, arrays: dict) -> None:
+def save_npz(path: str, arrays: dict) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp.{os.getpid()}.npz"
   np.savez(tmp, **arrays)
@@ -196,10 +196,17 @@ class LatentSource:
 def make_dataset(path: str, batch_size: int, *, seed: int, process_index: int | None = None,
                  process_count: int | None = None) -> grain.IterDataset:
   """Shuffled, repeated, per-process batches of cached latents (as in pipeline.make_dataset)."""
+  return source_dataset(LatentSource(path), batch_size, seed=seed, process_index=process_index,
+                        process_count=process_count)
+
+
+def source_dataset(source, batch_size: int, *, seed: int, process_index: int | None = None,
+                   process_count: int | None = None) -> grain.IterDataset:
+  """Shuffled, repeated, per-process batches of any random-access source of cached arrays."""
   pi, pc = pipeline._process(process_index, process_count)  # noqa: SLF001 - one definition
   if batch_size % pc:
     raise ValueError(f"config.data.batch_size={batch_size} is not divisible by {pc} processes")
-  ds = grain.MapDataset.source(LatentSource(path)).shuffle(seed=seed).repeat(None)
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   ds = ds.batch(batch_size // pc, drop_remainder=True)
   if pc > 1:
     ds = ds[pi::pc]

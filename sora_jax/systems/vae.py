@@ -60,15 +60,25 @@ class VAESystem:
     return self.module.init({"params": rng}, jnp.asarray(video[:1], jnp.float32))["params"]
 
   def forward(self, params, video, rng):
-    """(x_hat, mean, logvar) with a posterior sample. With vae.freeze_encoder no gradient flows
-    into the encoder (nor is its backward computed): the latent space stays the one a DiT
-    was trained on, and only the decoder learns to render it."""
+    """(x_hat, mean, logvar) with a posterior sample (see `posterior_sample`)."""
     if not self.cfg.get("freeze_encoder", False):
       return self.module.apply({"params": params}, video, rng=rng, sample_posterior=True)
-    mean, logvar = jax.lax.stop_gradient(
-        self.module.apply({"params": params}, video, method=self.module.encode))
+    z, mean, logvar = self.posterior_sample(params, video, rng)
+    return self.decode_raw(params, z), mean, logvar
+
+  def posterior_sample(self, params, video, rng):
+    """(z, mean, logvar). With vae.freeze_encoder no gradient flows into the encoder (nor is
+    its backward computed): the latent space stays the one a DiT was trained on, and only the
+    decoder learns to render it."""
+    mean, logvar = self.module.apply({"params": params}, video, method=self.module.encode)
+    if self.cfg.get("freeze_encoder", False):
+      mean, logvar = jax.lax.stop_gradient((mean, logvar))
     z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(rng, mean.shape, mean.dtype)
-    return self.module.apply({"params": params}, z, method=self.module.decode), mean, logvar
+    return z, mean, logvar
+
+  def decode_raw(self, params, latents):
+    """decode() without the clip to [-1, 1]: what the training losses see."""
+    return self.module.apply({"params": params}, latents, method=self.module.decode)
 
   def recon_loss(self, x, x_hat):
     err = x - x_hat
@@ -93,8 +103,7 @@ class VAESystem:
     return mean
 
   def decode(self, params, latents):
-    return jnp.clip(self.module.apply({"params": params}, latents, method=self.module.decode),
-                    -1.0, 1.0)
+    return jnp.clip(self.decode_raw(params, latents), -1.0, 1.0)
 
   @property
   def chunked(self) -> bool:

@@ -77,6 +77,9 @@ def _saved_latent_scale(run_dir: str) -> float:
 
 def make_recipe(config, resolved: dict):
   """The object the loop trains: init / loss / prepare / make_iterator / visualize / evaluate."""
+  if config.task == "vae" and config.vae.get("refine_t2v", ""):
+    from sora_jax.train.decoder_refining import DecoderRefining
+    return DecoderRefining(config)
   if config.task == "vae":
     from sora_jax.train.vae_training import VAETraining
     return VAETraining(config)

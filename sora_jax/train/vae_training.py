@@ -69,10 +69,16 @@ class VAETraining:
     sharding = NamedSharding(mesh, P(axes))
     return {"video": jax.make_array_from_process_local_data(sharding, video)}
 
-  def loss(self, params, batch, rng, step):
-    cfg = self.cfg
+  def reconstruction(self, params, batch, rng):
+    """(target x, its reconstruction x_hat, recon + KL loss, metrics): the generator's own
+    terms, before the critic and the perceptual loss."""
     x = batch["video"].astype(jnp.float32)
     total, x_hat, metrics = self.system.loss(params["vae"], x, rng)
+    return x, x_hat, total, metrics
+
+  def loss(self, params, batch, rng, step):
+    cfg = self.cfg
+    x, x_hat, total, metrics = self.reconstruction(params, batch, rng)
     if self.perceptual is not None:
       from sora_jax.models import perceptual
       p = perceptual.perceptual_distance(self.perceptual, x, x_hat)
