@@ -41,7 +41,7 @@ class DecoderRefining(VAETraining):
   def generated_rows(self, batch: int) -> int:
     """Rows of a batch decoded from the DiT's latents (at least one); the rest from the
     encoder's latents of their clips."""
-    return min(batch, max(1, round(float(self.cfg.refine_share) * batch)))
+    return min(batch, max(1, round(float(self.config.vae.refine_share) * batch)))
 
   # ---- data -------------------------------------------------------------------------------
 
@@ -49,13 +49,14 @@ class DecoderRefining(VAETraining):
   def generator(self):
     """The TextToVideo of vae.refine_t2v, refused if it was trained on another encoder."""
     from sora_jax.pipeline import TextToVideo
-    t2v = TextToVideo.from_workdir(self.cfg.refine_t2v, on_long="warn")
+    refine_t2v = self.config.vae.refine_t2v
+    t2v = TextToVideo.from_workdir(refine_t2v, on_long="warn")
     source = self.config.train.init_from
     theirs = latent_cache.params_digest(t2v.system.vae_params["encoder"])
     ours = latent_cache.params_digest(runs.open_vae(source)[1]["encoder"])
     if theirs != ours:
       raise config_lib.ConfigError(
-          f"config.vae.refine_t2v={self.cfg.refine_t2v!r} was trained on the latents of another "
+          f"config.vae.refine_t2v={refine_t2v!r} was trained on the latents of another "
           f"encoder than config.train.init_from={source!r} holds, so a decoder fitted to its "
           f"latents would not render it: set --config.train.init_from to that run's vae_workdir "
           f"({t2v.config.get('vae_workdir', '?')})")
@@ -63,7 +64,7 @@ class DecoderRefining(VAETraining):
 
   def pairs_description(self) -> dict:
     """Everything that shapes the pairs (their file name is its digest)."""
-    t2v, d, v = self.generator, self.config.data, self.cfg
+    t2v, d, v = self.generator, self.config.data, self.config.vae
     return {"t2v": os.path.abspath(v.refine_t2v),
             "t2v_params": latent_cache.params_digest(t2v.params),
             "vae_params": latent_cache.params_digest(t2v.system.vae_params),
@@ -90,8 +91,9 @@ class DecoderRefining(VAETraining):
                            return_latents=True)
         return np.asarray(lat) / scale   # back to the VAE's own scale
 
-      decoder_pairs.build(d, d.split, int(self.cfg.refine_clips), generate, path,
-                          strengths=tuple(self.cfg.refine_strengths), seed=int(self.config.seed))
+      v = self.config.vae
+      decoder_pairs.build(d, d.split, int(v.refine_clips), generate, path,
+                          strengths=tuple(v.refine_strengths), seed=int(self.config.seed))
     return iter(decoder_pairs.make_dataset(path, d.batch_size, seed=seed,
                                            process_index=process_index,
                                            process_count=process_count))
