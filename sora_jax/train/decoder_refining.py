@@ -67,7 +67,9 @@ class DecoderRefining(VAETraining):
     t2v, d, v = self.generator, self.config.data, self.config.vae
     return {"t2v": os.path.abspath(v.refine_t2v),
             "t2v_params": latent_cache.params_digest(t2v.params),
-            "vae_params": latent_cache.params_digest(t2v.system.vae_params),
+            # The encoder alone: the pairs hold the DiT's latents and the source clips, so a
+            # refined decoder bound to the same DiT must not invalidate them.
+            "vae_encoder": latent_cache.params_digest(t2v.system.vae_params["encoder"]),
             "sample": t2v.config.sample.to_dict(), "clips": int(v.refine_clips),
             "strengths": [float(s) for s in v.refine_strengths], "split": d.split,
             "seed": int(self.config.seed),

@@ -3,6 +3,7 @@ the DiT's (not the encoder's), cached and reused, only the decoder learns, and a
 another encoder is refused."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -77,6 +78,24 @@ def test_the_decoder_learns_the_dits_latents_and_the_encoder_stays(tiny_runs, tm
   assert DecoderRefining(config).pairs_path() == recipe.pairs_path()
   next(DecoderRefining(config).make_iterator(seed=0))
   assert os.path.getmtime(recipe.pairs_path()) == mtime
+
+
+def test_a_new_decoder_under_the_same_dit_keeps_its_pairs(tiny_runs, tmp_path):
+  """The pairs depend on the DiT and the encoder only: shipping a refined decoder under the
+  same DiT (its vae_workdir rewritten) must not make the next run sample them again."""
+  vae_dir, t2v_dir, cache = tiny_runs
+  vae2, t2v2 = str(tmp_path / "vae"), str(tmp_path / "t2v")
+  params = runs.open_vae(vae_dir)[1]
+  runs.save_config(runs.load_config(vae_dir), vae2)
+  runs.write_export_params(vae2, {"vae": _arrays(params)})
+  shutil.copytree(t2v_dir, t2v2)
+  tcfg = runs.load_config(t2v_dir).unlock()
+  tcfg.vae_workdir = vae2
+  runs.save_config(tcfg.lock(), t2v2)
+  before = DecoderRefining(_config(vae2, t2v2, cache)).pairs_path()
+  params = {**params, "decoder": jax.tree.map(lambda a: np.asarray(a) + 1.0, params["decoder"])}
+  runs.write_export_params(vae2, {"vae": _arrays(params)})
+  assert DecoderRefining(_config(vae2, t2v2, cache)).pairs_path() == before
 
 
 def test_a_dit_of_another_encoder_is_refused(tiny_runs, tmp_path):
