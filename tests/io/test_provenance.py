@@ -53,6 +53,24 @@ def _mp4_box(data, name):
   raise AssertionError(f"no {name!r} box")
 
 
+def _jpeg_scan_offset(data):
+  """The middle of the entropy-coded scan, found by walking the segment headers.
+
+  Searching for the SOS marker's bytes is not enough: the embedded manifest (an APP11
+  segment before the scan) holds signatures and certificates from fresh keys, which
+  contain 0xFFDA by chance (2 runs in 300 measured), and the flip then hit the manifest.
+  """
+  pos = 2                                                   # after SOI
+  while data[pos] == 0xFF:
+    marker = data[pos + 1]
+    length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    if marker == 0xDA:                                      # SOS: the scan follows its header
+      scan = pos + 2 + length
+      return (scan + len(data) - 2) // 2                    # before EOI
+    pos += 2 + length
+  raise AssertionError("no SOS segment")
+
+
 def _payload_offset(path):
   """An offset well inside the media payload (mp4 mdat, png IDAT, jpeg scan), not the manifest."""
   data = path.read_bytes()
@@ -63,8 +81,7 @@ def _payload_offset(path):
     i = data.index(b"IDAT")
     return i + 4 + struct.unpack(">I", data[i - 4:i])[0] // 2
   if path.suffix == ".jpg":
-    i = data.index(b"\xff\xda")
-    return (i + len(data)) // 2
+    return _jpeg_scan_offset(data)
   return len(data) // 2
 
 
