@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _plots import plot_curves, save_frames_png  # noqa: E402
 
 from sora_jax.eval import t2v_eval  # noqa: E402
+from sora_jax.cli import parse_interval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
 
 
@@ -29,6 +30,8 @@ def main():
   ap.add_argument("--guidance", type=float, default=None)
   ap.add_argument("--prior_strength", type=float, default=None,
                   help="config.sample.layout_prior_strength (a run with model.layout_prior)")
+  ap.add_argument("--guidance_interval", default=None,
+                  help="LO,HI: guidance only where LO <= t <= HI (config.sample.guidance_interval)")
   ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
                   "(e.g. a '_shots' run scored on the one-shot prompts of 'large')")
   ap.add_argument("--seed", type=int, default=0, help="first sampling seed (one per prompt)")
@@ -36,7 +39,8 @@ def main():
   a = ap.parse_args()
   os.makedirs(a.out, exist_ok=True)
   t2v = TextToVideo.from_workdir(a.workdir, on_long="warn",   # captions as training cut them
-                                 sample={"layout_prior_strength": a.prior_strength})
+                                 sample={"layout_prior_strength": a.prior_strength,
+                                         "guidance_interval": parse_interval(a.guidance_interval)})
   data = t2v_eval.data_of_world(t2v.config.data, a.world)
   results = {"world": str(data.world)}
   for split in a.splits.split(","):
@@ -50,7 +54,8 @@ def main():
       save_frames_png(videos[:8], captions[:8], os.path.join(a.out, "samples.png"))
   results["sampler"] = {"steps": a.steps or t2v.config.sample.steps, "seed": a.seed,
                         "guidance": a.guidance or t2v.config.sample.guidance_scale,
-                        "layout_prior_strength": t2v.config.sample.layout_prior_strength}
+                        "layout_prior_strength": t2v.config.sample.layout_prior_strength,
+                        "guidance_interval": list(t2v.config.sample.guidance_interval)}
   with open(os.path.join(a.out, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   plot_curves(a.workdir, ["loss", "grad_norm"], os.path.join(a.out, "curves.png"),

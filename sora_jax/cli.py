@@ -80,6 +80,9 @@ _GUIDANCE = flags.DEFINE_float("guidance", None, "CFG scale (default: config.sam
 _PRIOR_STRENGTH = flags.DEFINE_float(
     "prior_strength", None, "sample / eval t2v: start sampling from the run's layout prior "
     "noised to this t (config.sample.layout_prior_strength; 0 = pure noise).")
+_GUIDANCE_INTERVAL = flags.DEFINE_string(
+    "guidance_interval", None, "sample / eval t2v: LO,HI - guide only where LO <= t <= HI "
+    "(t = 1 is noise; config.sample.guidance_interval; 0,1 = every step).")
 _OUT = flags.DEFINE_string("out", None, "Output file.")
 _SPLIT = flags.DEFINE_string("split", "test", "Dataset split for eval.")
 _NUM = flags.DEFINE_integer("num", 32, "Number of clips/videos for eval.")
@@ -150,7 +153,21 @@ def _sample_request() -> dict:
 
 
 def _sample_overrides() -> dict:
-  return {"layout_prior_strength": _PRIOR_STRENGTH.value}
+  return {"layout_prior_strength": _PRIOR_STRENGTH.value,
+          "guidance_interval": parse_interval(_GUIDANCE_INTERVAL.value)}
+
+
+def parse_interval(text: str | None) -> tuple[float, float] | None:
+  """'LO,HI' -> (LO, HI) for config.sample.guidance_interval (checked when the run loads)."""
+  if text is None:
+    return None
+  from sora_jax import config as config_lib
+  try:
+    lo, hi = (float(v) for v in text.split(","))
+  except ValueError:
+    raise config_lib.ConfigError(f"--guidance_interval={text!r} must be LO,HI, e.g. 0.3,1") \
+        from None
+  return lo, hi
 
 
 def cmd_sample(argv):

@@ -314,6 +314,13 @@ def check_model(config: mlc.ConfigDict) -> None:
       except ValueError:
         raise ConfigError(f"config.sample.shift={shift!r} must be 'train' (the training shift) "
                           "or a number, e.g. --config.sample.shift=3.0") from None
+    if "guidance_interval" in samp:
+      from sora_jax.diffusion import samplers   # jax: only for configs that sample
+      try:
+        samplers.check_interval(samp.guidance_interval, "config.sample.guidance_interval")
+      except ValueError as e:
+        raise ConfigError(str(e).replace("(lo, hi)", "(lo, hi), e.g. "
+                                         "--config.sample.guidance_interval='(0.3, 1.0)',")) from None
     for key, allow_none in (("base_shift", False), ("max_shift", True)):
       value = diff.get(key)
       if value is None and allow_none:

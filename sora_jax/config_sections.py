@@ -258,6 +258,8 @@ def sample_section(objective: str = "flow", **overrides) -> mlc.ConfigDict:
       sampler=SAMPLER_FOR_OBJECTIVE.get(objective, "euler"),  # euler | heun (flow); ddim (eps, v)
       steps=30,                 # denoising steps
       guidance_scale=4.0,       # classifier-free guidance; 1 = off
+      guidance_interval=(0.0, 1.0),  # (lo, hi): guide only where lo <= t <= hi (t = 1 noise),
+                                # the conditional prediction elsewhere; (0, 1) = every step
       extend_guidance_scale=0.0,  # a long video's windows after the first (--windows, eval
                                 # long): 0 = guidance_scale. Lower keeps the background's colour
                                 # from walking across windows (CFG amplifies each window's error)

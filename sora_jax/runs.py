@@ -11,6 +11,7 @@ never through training code.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -280,14 +281,18 @@ def override_sample(config: mlc.ConfigDict, sample: Mapping[str, Any] | None) ->
   """Sampling settings are not part of what a run learned, so they may change after training;
   unknown keys and invalid values are refused like a training config's."""
   given = {k: v for k, v in (sample or {}).items() if v is not None}
-  for key, value in given.items():
+  if not given:   # a run as saved is not re-checked: it was when it trained
+    return
+  for key in given:
     if key not in config.sample:
       raise config_lib.ConfigError(f"config.sample has no key {key!r}; it has "
                                    f"{', '.join(sorted(config.sample))}")
-    with config.unlocked():
-      config.sample[key] = value
-  if given:   # a run as saved is not re-checked: it was when it trained
-    config_lib.check_model(config)
+  trial = copy.deepcopy(config)   # a refused override leaves the config as it was
+  with trial.unlocked():
+    trial.sample.update(given)
+  config_lib.check_model(trial)
+  with config.unlocked():
+    config.sample.update(given)
 
 
 def run_kind(workdir: str) -> str:

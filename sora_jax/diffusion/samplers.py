@@ -38,9 +38,26 @@ def _uses_cfg(uncond, guidance_scale) -> bool:
   return not (isinstance(guidance_scale, (int, float, np.number)) and guidance_scale == 1.0)
 
 
-def guided_model(model_fn: ModelFn, cond: Any, uncond: Any = None,
-                 guidance_scale=1.0) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  """(x, t) -> prediction, with CFG folded into a single batched model call when active."""
+def check_interval(interval, key: str = "sample.guidance_interval") -> tuple[float, float]:
+  """(lo, hi) with 0 <= lo < hi <= 1, or a ValueError naming the key and the fix."""
+  try:
+    lo, hi = (float(v) for v in interval)
+  except (TypeError, ValueError):
+    raise ValueError(f"{key}={interval!r} must be two numbers (lo, hi) in [0, 1], e.g. (0.0, 1.0) "
+                     "for guidance at every step") from None
+  if not 0.0 <= lo < hi <= 1.0:
+    raise ValueError(f"{key}={interval!r} needs 0 <= lo < hi <= 1 (t = 1 is noise); "
+                     "(0.0, 1.0) guides every step")
+  return lo, hi
+
+
+def guided_model(model_fn: ModelFn, cond: Any, uncond: Any = None, guidance_scale=1.0,
+                 guidance_interval=(0.0, 1.0)) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """(x, t) -> prediction, with CFG folded into a single batched model call when active.
+
+  `guidance_interval` (lo, hi): guidance only where lo <= t <= hi, the conditional prediction
+  elsewhere (Kynkaanniemi et al. 2024, "Applying guidance in a limited interval")."""
+  lo, hi = check_interval(guidance_interval)
   if not _uses_cfg(uncond, guidance_scale):
     return lambda x, t: model_fn(x, t, cond)
   c_leaves, u_leaves = jax.tree.leaves(cond), jax.tree.leaves(uncond)
@@ -54,7 +71,11 @@ def guided_model(model_fn: ModelFn, cond: Any, uncond: Any = None,
     b = x.shape[0]
     out = model_fn(jnp.concatenate([x, x], 0), jnp.concatenate([t, t], 0), both)
     out_c, out_u = out[:b].astype(jnp.float32), out[b:].astype(jnp.float32)
-    return out_u + guidance_scale * (out_c - out_u)
+    scale = guidance_scale
+    if (lo, hi) != (0.0, 1.0):
+      inside = (t >= lo - 1e-6) & (t <= hi + 1e-6)
+      scale = jnp.where(inside, guidance_scale, 1.0).reshape((b,) + (1,) * (out_c.ndim - 1))
+    return out_u + scale * (out_c - out_u)
 
   return fn
 
@@ -125,7 +146,7 @@ def sample(model_fn: ModelFn, noise: jax.Array, *, cond: Any, uncond: Any = None
            guidance_scale=1.0, shift=1.0, num_train_timesteps: int = 1000,
            beta_schedule: str = "linear", timestep_spacing: str = "trailing",
            frames: conditioning.FrameCondition | None = None, init: jax.Array | None = None,
-           strength: float | None = None) -> jax.Array:
+           strength: float | None = None, guidance_interval=(0.0, 1.0)) -> jax.Array:
   """Denoise `noise` ([B, T, H, W, C], the t=1 sample) to x0 in one `lax.scan`; jittable.
 
   `uncond` None or `guidance_scale == 1` -> a single conditional pass per step. `shift` is the
@@ -147,7 +168,8 @@ def sample(model_fn: ModelFn, noise: jax.Array, *, cond: Any, uncond: Any = None
     sched["active"] = active
     x = flow.interpolate(init.astype(jnp.float32), x, jnp.full((x.shape[0],),
                                                               sched["t_cur"][active][0]))
-  fn = conditioning.conditioned(guided_model(model_fn, cond, uncond, guidance_scale), frames)
+  fn = conditioning.conditioned(
+      guided_model(model_fn, cond, uncond, guidance_scale, guidance_interval), frames)
   step = make_step(fn, objective, sampler)
 
   def held_step(x, s):
@@ -162,7 +184,8 @@ def sample_in_chunks(model_fn: ModelFn, noise: jax.Array, *, cond: Any, uncond: 
                      objective: str = "flow", sampler: str = "euler", num_steps: int = 30,
                      guidance_scale=1.0, shift=1.0, num_train_timesteps: int = 1000,
                      beta_schedule: str = "linear", timestep_spacing: str = "trailing",
-                     steps_per_chunk: int = 10, progress: bool = True) -> jax.Array:
+                     steps_per_chunk: int = 10, progress: bool = True,
+                     guidance_interval=(0.0, 1.0)) -> jax.Array:
   """`sample`, but the scan runs `steps_per_chunk` steps per call from Python, with a tqdm bar.
 
   One chunk function is compiled and reused: the last chunk is padded with inactive (no-op)
@@ -180,7 +203,8 @@ def sample_in_chunks(model_fn: ModelFn, noise: jax.Array, *, cond: Any, uncond: 
 
   @jax.jit
   def run_chunk(x, chunk, cond, uncond):
-    step = make_step(guided_model(model_fn, cond, uncond, gs), objective, sampler)
+    step = make_step(guided_model(model_fn, cond, uncond, gs, guidance_interval), objective,
+                     sampler)
     return jax.lax.scan(step, x, chunk)[0]
 
   x = noise.astype(jnp.float32)

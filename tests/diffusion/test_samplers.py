@@ -116,6 +116,31 @@ def test_cfg_batched_single_call_and_combination(noise):
     samplers.sample(toy_model, noise, cond=cond, uncond={"w": jnp.zeros(3)}, guidance_scale=2.0)
 
 
+def test_guidance_interval_guides_only_inside(noise):
+  cond, uncond = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.0, 0.0])}
+  kw = dict(cond=cond, uncond=uncond, num_steps=4, num_train_timesteps=None)   # t = 1, .75, .5, .25
+  full = samplers.sample(toy_model, noise, guidance_scale=3.0, **kw)
+  np.testing.assert_array_equal(
+      samplers.sample(toy_model, noise, guidance_scale=3.0, guidance_interval=(0.0, 1.0), **kw),
+      full)
+  unguided = samplers.sample(toy_model, noise, guidance_scale=1.0, **kw)
+  outside = samplers.sample(toy_model, noise, guidance_scale=3.0, guidance_interval=(0.9, 0.95),
+                            **kw)
+  np.testing.assert_allclose(outside, unguided, rtol=1e-5, atol=1e-6)
+  # guided at t = 1 and 0.75, conditional at 0.5 and 0.25: the Euler loop by hand
+  x = noise
+  for t, scale in ((1.0, 3.0), (0.75, 3.0), (0.5, 1.0), (0.25, 1.0)):
+    tb = jnp.full((2,), t)
+    vc, vu = toy_model(x, tb, cond), toy_model(x, tb, uncond)
+    x = x - 0.25 * (vu + scale * (vc - vu))
+  upper = samplers.sample(toy_model, noise, guidance_scale=3.0, guidance_interval=(0.6, 1.0), **kw)
+  np.testing.assert_allclose(upper, x, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(upper, full, atol=1e-3) and not np.allclose(upper, unguided, atol=1e-3)
+  for bad in ((0.5, 0.2), (-0.1, 1.0), (0.0, 1.5), "0.3"):
+    with pytest.raises(ValueError, match="guidance_interval"):
+      samplers.sample(toy_model, noise, guidance_scale=3.0, guidance_interval=bad, **kw)
+
+
 def test_jitted_sample_deterministic_one_trace():
   cond, uncond = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.zeros(2)}
 
