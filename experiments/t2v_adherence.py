@@ -32,6 +32,7 @@ def main():
                   help="config.sample.layout_prior_strength (a run with model.layout_prior)")
   ap.add_argument("--guidance_interval", default=None,
                   help="LO,HI: guidance only where LO <= t <= HI (config.sample.guidance_interval)")
+  ap.add_argument("--sampler", default=None, help="config.sample.sampler (flow: euler | heun)")
   ap.add_argument("--world", default="", help="prompts from this world instead of the run's "
                   "(e.g. a '_shots' run scored on the one-shot prompts of 'large')")
   ap.add_argument("--seed", type=int, default=0, help="first sampling seed (one per prompt)")
@@ -40,7 +41,8 @@ def main():
   os.makedirs(a.out, exist_ok=True)
   t2v = TextToVideo.from_workdir(a.workdir, on_long="warn",   # captions as training cut them
                                  sample={"layout_prior_strength": a.prior_strength,
-                                         "guidance_interval": parse_interval(a.guidance_interval)})
+                                         "guidance_interval": parse_interval(a.guidance_interval),
+                                         "sampler": a.sampler})
   data = t2v_eval.data_of_world(t2v.config.data, a.world)
   results = {"world": str(data.world)}
   for split in a.splits.split(","):
@@ -55,7 +57,8 @@ def main():
   results["sampler"] = {"steps": a.steps or t2v.config.sample.steps, "seed": a.seed,
                         "guidance": a.guidance or t2v.config.sample.guidance_scale,
                         "layout_prior_strength": t2v.config.sample.layout_prior_strength,
-                        "guidance_interval": list(t2v.config.sample.guidance_interval)}
+                        "guidance_interval": list(t2v.config.sample.guidance_interval),
+                        "sampler": t2v.config.sample.sampler}
   with open(os.path.join(a.out, "metrics.json"), "w") as f:
     json.dump(results, f, indent=2)
   plot_curves(a.workdir, ["loss", "grad_norm"], os.path.join(a.out, "curves.png"),
