@@ -261,6 +261,19 @@ def check_frame_tasks(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"config.diffusion.known_noise={diff.known_noise} must be in [0, 1)")
 
 
+def check_interval(interval, key: str = "sample.guidance_interval") -> tuple[float, float]:
+  """(lo, hi) with 0 <= lo < hi <= 1 (the t range of guidance), or a ConfigError naming the key."""
+  try:
+    lo, hi = (float(v) for v in interval)
+  except (TypeError, ValueError):
+    raise ConfigError(f"{key}={interval!r} must be two numbers (lo, hi) in [0, 1], e.g. "
+                      f"--config.{key.removeprefix('config.')}='(0.3, 1.0)'") from None
+  if not 0.0 <= lo < hi <= 1.0:
+    raise ConfigError(f"{key}={interval!r} needs 0 <= lo < hi <= 1 (t = 1 is noise); "
+                      "(0.0, 1.0) guides every step")
+  return lo, hi
+
+
 def check_model(config: mlc.ConfigDict) -> None:
   model = config.get("model")
   if model is None:
@@ -315,12 +328,7 @@ def check_model(config: mlc.ConfigDict) -> None:
         raise ConfigError(f"config.sample.shift={shift!r} must be 'train' (the training shift) "
                           "or a number, e.g. --config.sample.shift=3.0") from None
     if "guidance_interval" in samp:
-      from sora_jax.diffusion import samplers   # jax: only for configs that sample
-      try:
-        samplers.check_interval(samp.guidance_interval, "config.sample.guidance_interval")
-      except ValueError as e:
-        raise ConfigError(str(e).replace("(lo, hi)", "(lo, hi), e.g. "
-                                         "--config.sample.guidance_interval='(0.3, 1.0)',")) from None
+      check_interval(samp.guidance_interval, "config.sample.guidance_interval")
     for key, allow_none in (("base_shift", False), ("max_shift", True)):
       value = diff.get(key)
       if value is None and allow_none:

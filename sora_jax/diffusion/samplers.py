@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from sora_jax.config import check_interval
 from sora_jax.diffusion import conditioning, flow, gaussian
 
 ModelFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
@@ -36,19 +37,6 @@ def _uses_cfg(uncond, guidance_scale) -> bool:
     return False
   # A traced scale cannot be compared at trace time: then always take the batched path.
   return not (isinstance(guidance_scale, (int, float, np.number)) and guidance_scale == 1.0)
-
-
-def check_interval(interval, key: str = "sample.guidance_interval") -> tuple[float, float]:
-  """(lo, hi) with 0 <= lo < hi <= 1, or a ValueError naming the key and the fix."""
-  try:
-    lo, hi = (float(v) for v in interval)
-  except (TypeError, ValueError):
-    raise ValueError(f"{key}={interval!r} must be two numbers (lo, hi) in [0, 1], e.g. (0.0, 1.0) "
-                     "for guidance at every step") from None
-  if not 0.0 <= lo < hi <= 1.0:
-    raise ValueError(f"{key}={interval!r} needs 0 <= lo < hi <= 1 (t = 1 is noise); "
-                     "(0.0, 1.0) guides every step")
-  return lo, hi
 
 
 def guided_model(model_fn: ModelFn, cond: Any, uncond: Any = None, guidance_scale=1.0,
