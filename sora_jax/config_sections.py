@@ -17,6 +17,11 @@ import ml_collections as mlc
 
 DTYPES = ("float32", "bfloat16")
 
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key and the fix."""
+
+
 # The procedural world's names, here so that validating a config imports no data code;
 # data/world/sampling.py says what each preset and suffix does.
 WORLD_PRESETS = ("simple", "large", "standard", "full")

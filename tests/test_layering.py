@@ -7,8 +7,8 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "sora_jax"
 
 # A module may import only modules of its own layer or of layers before it.
 LAYERS = [
-    ("sora_jax.config_sections", "sora_jax.config", "sora_jax.safety", "sora_jax.io",
-     "sora_jax.compile_cache"),
+    ("sora_jax.config_sections", "sora_jax.config_geometry", "sora_jax.config", "sora_jax.safety",
+     "sora_jax.io", "sora_jax.compile_cache"),
     ("sora_jax.data",),
     ("sora_jax.models",),
     ("sora_jax.diffusion", "sora_jax.parallel"),
