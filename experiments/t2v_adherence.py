@@ -16,8 +16,8 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from _plots import plot_curves, save_frames_png  # noqa: E402
 
+from sora_jax.config import parse_interval  # noqa: E402
 from sora_jax.eval import t2v_eval  # noqa: E402
-from sora_jax.cli import parse_interval  # noqa: E402
 from sora_jax.pipeline import TextToVideo  # noqa: E402
 
 

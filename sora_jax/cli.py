@@ -154,20 +154,12 @@ def _sample_request() -> dict:
 
 def _sample_overrides() -> dict:
   return {"layout_prior_strength": _PRIOR_STRENGTH.value,
-          "guidance_interval": parse_interval(_GUIDANCE_INTERVAL.value)}
+          "guidance_interval": _guidance_interval()}
 
 
-def parse_interval(text: str | None) -> tuple[float, float] | None:
-  """'LO,HI' -> (LO, HI) for config.sample.guidance_interval (checked when the run loads)."""
-  if text is None:
-    return None
+def _guidance_interval() -> tuple[float, float] | None:
   from sora_jax import config as config_lib
-  try:
-    lo, hi = (float(v) for v in text.split(","))
-  except ValueError:
-    raise config_lib.ConfigError(f"--guidance_interval={text!r} must be LO,HI, e.g. 0.3,1") \
-        from None
-  return lo, hi
+  return config_lib.parse_interval(_GUIDANCE_INTERVAL.value, "--guidance_interval")
 
 
 def cmd_sample(argv):

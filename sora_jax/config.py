@@ -118,6 +118,19 @@ def check_interval(interval, key: str = "sample.guidance_interval") -> tuple[flo
   return lo, hi
 
 
+def parse_interval(text: str | None, flag: str = "--guidance_interval"
+                   ) -> tuple[float, float] | None:
+  """'LO,HI' as typed on a command line -> (LO, HI); None stays None. `check_interval` checks
+  the range when the value reaches a config."""
+  if text is None:
+    return None
+  try:
+    lo, hi = (float(v) for v in text.split(","))
+  except ValueError:
+    raise ConfigError(f"{flag}={text!r} must be LO,HI, e.g. 0.3,1") from None
+  return lo, hi
+
+
 def check_model(config: mlc.ConfigDict) -> None:
   model = config.get("model")
   if model is None:

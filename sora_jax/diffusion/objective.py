@@ -29,7 +29,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from sora_jax.config import check_interval
 from sora_jax.diffusion import flow, gaussian, samplers
 
 _DEFAULT_SAMPLER = {"flow": "euler", "eps": "ddim", "v": "ddim"}
@@ -138,8 +137,7 @@ class Objective:
     return dict(objective=self.kind, sampler=sampler,
                 num_steps=int(_get(sample_cfg, "steps", 30)),
                 guidance_scale=_get(sample_cfg, "guidance_scale", 1.0),
-                guidance_interval=check_interval(
-                    _get(sample_cfg, "guidance_interval", (0.0, 1.0))),
+                guidance_interval=_get(sample_cfg, "guidance_interval", (0.0, 1.0)),
                 shift=self.sample_shift(sample_cfg, num_tokens) if self.kind == "flow" else 1.0,
                 num_train_timesteps=self.num_train_timesteps,
                 beta_schedule=self.beta_schedule,

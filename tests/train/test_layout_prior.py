@@ -92,7 +92,7 @@ def test_a_run_s_sampling_settings_are_overridden_and_checked(tmp_path):
     runs.override_sample(config, {"layout_prior_strength": 2.0})
   with pytest.raises(config_lib.ConfigError, match="no key 'strenght'"):
     runs.override_sample(config, {"strenght": 0.5})
-  from sora_jax.cli import parse_interval
+  from sora_jax.config import parse_interval
   runs.override_sample(config, {"guidance_interval": parse_interval("0.3,1")})
   assert tuple(config.sample.guidance_interval) == (0.3, 1.0)
   with pytest.raises(config_lib.ConfigError, match=r"guidance_interval=.1.0, 0.3. needs 0 <= lo"):
