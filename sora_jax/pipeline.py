@@ -453,6 +453,8 @@ class TextToVideo:
     from sora_jax.io import provenance
     s = self.config.sample
     settings = dict(sampler=s.sampler, steps=int(s.steps), guidance_scale=float(s.guidance_scale),
+                    guidance_interval=[float(v) for v in s.guidance_interval],
+                    layout_prior_strength=float(s.layout_prior_strength),
                     objective=self.config.diffusion.objective, shift=str(self.config.diffusion.shift))
     settings.update(sampler or {})
     return provenance.manifest_for(

@@ -98,7 +98,7 @@ def test_sample_writes_the_requested_video(runs, signing_key):
   # runlocal's text encoder reads 16 tokens: --long_prompt=warn cuts the prompt (as training did)
   text = sora("sample", f"--workdir={t2v_dir}", "--prompt", "a red circle bounces to the right",
               "--frames=5", "--height=32", "--width=48", "--seed=3", f"--out={out}",
-              "--long_prompt=warn")
+              "--long_prompt=warn", "--guidance_interval=0.2,1")
   assert "wrote" in text
   frames, _ = video_io.read_video(out)
   assert frames.shape == (5, 32, 48, 3)
@@ -108,6 +108,7 @@ def test_sample_writes_the_requested_video(runs, signing_key):
   gen = report["manifest"]["generation"]
   assert gen["prompt"] == "a red circle bounces to the right" and gen["seed"] == 3
   assert gen["sampler"]["steps"] > 0 and len(gen["weights_sha256"]) == 64
+  assert gen["sampler"]["guidance_interval"] == "0.2,1.0"   # the flag reached the sampler
   data = bytearray(open(out, "rb").read())
   data[len(data) // 2] ^= 0x01                      # one flipped byte in the media
   open(out, "wb").write(bytes(data))

@@ -132,6 +132,18 @@ def _jsonable(x):   # numpy / jax scalars and arrays; anything else as its str
   return x.tolist() if hasattr(x, "tolist") else list(x) if isinstance(x, set) else str(x)
 
 
+def _numbers_as_text(x):
+  """Lists of numbers as 'a,b,...': c2pa stores a custom assertion's number arrays as byte
+  strings (verify reads [0.2, 1.0] back as '' and [1, 2] as 'AQI='); strings and dicts survive."""
+  if isinstance(x, dict):
+    return {k: _numbers_as_text(v) for k, v in x.items()}
+  if isinstance(x, list):
+    if x and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x):
+      return ",".join(str(v) for v in x)
+    return [_numbers_as_text(v) for v in x]
+  return x
+
+
 def manifest_for(*, prompt: str | None, seed: int, sampler: dict, weights_digest: str, model: str,
                  action: str = "c2pa.created", ingredients: Iterable[PathLike] = (),
                  version: str, title: str | None = None) -> dict[str, Any]:
@@ -150,7 +162,7 @@ def manifest_for(*, prompt: str | None, seed: int, sampler: dict, weights_digest
   generation: dict[str, Any] = {}
   if prompt is not None:
     generation["prompt"] = str(prompt)
-  sampler = json.loads(json.dumps(dict(sampler), default=_jsonable))
+  sampler = _numbers_as_text(json.loads(json.dumps(dict(sampler), default=_jsonable)))
   generation.update(seed=int(seed), sampler=sampler, weights_sha256=str(weights_digest),
                     model=str(model))
   if ingredients:

@@ -15,7 +15,8 @@ from PIL import Image  # noqa: E402
 from sora_jax.io import provenance, video  # noqa: E402
 
 DIGEST = hashlib.sha256(b"weights").hexdigest()
-SAMPLER = {"name": "euler", "steps": np.int64(8), "cfg": np.float32(4.5), "shift": 3.0}
+SAMPLER = {"name": "euler", "steps": np.int64(8), "cfg": np.float32(4.5), "shift": 3.0,
+           "interval": np.array([0.25, 1.0])}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,8 @@ def test_sign_embeds_and_verifies(tmp_path, keys, name):
   assert not res["trusted"] and any("untrusted" in w for w in res["warnings"])
   m = res["manifest"]
   assert m["generation"] == {"prompt": "a red ball bounces twice", "seed": 7,
-                             "sampler": {"name": "euler", "steps": 8, "cfg": 4.5, "shift": 3.0},
+                             "sampler": {"name": "euler", "steps": 8, "cfg": 4.5, "shift": 3.0,
+                                         "interval": "0.25,1.0"},   # c2pa garbles number arrays
                              "weights_sha256": DIGEST, "model": "t2v-demo"}
   assert m["generator"] == {"name": "sora_jax", "version": "9.8.7"}
   assert m["action"] == "c2pa.created" and m["digital_source_type"].endswith(
