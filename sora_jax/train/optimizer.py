@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
+from sora_jax.train import muon as gram_muon
 
 OPTIMIZERS = ("adamw", "muon")
 # What makes a leaf a matrix (decayed; orthogonalised by Muon) rather than a vector or a table:
@@ -231,7 +232,8 @@ def frozen_mask(params: Any, frozen: Sequence[tuple[str, ...]]) -> Any:
 
 
 def _muon(optim_cfg, schedule, params, mask) -> optax.GradientTransformation:
-  """optax.contrib.muon with static dimension numbers and `mask` for both of its parts.
+  """optax.contrib.muon (as train/muon.py computes it: the same update and state, its
+  Newton-Schulz on the Gram matrix) with static dimension numbers and `mask` for both parts.
 
   optax's `weight_decay_mask` only reaches Muon's matrix part; its AdamW part decays every leaf
   it owns by `adam_weight_decay`. So that part gets no decay of its own, and the leaves it owns
@@ -241,10 +243,9 @@ def _muon(optim_cfg, schedule, params, mask) -> optax.GradientTransformation:
   dims = muon_dimension_numbers(params)
   scale = float(optim_cfg.muon_lr) / float(optim_cfg.lr)
   wd = optim_cfg.weight_decay
-  opt = optax.contrib.muon(
-      lambda step: schedule(step) * scale, adam_learning_rate=schedule,
-      weight_decay=wd, weight_decay_mask=mask, adam_b1=optim_cfg.b1, adam_b2=optim_cfg.b2,
-      adam_weight_decay=0.0, muon_weight_dimension_numbers=dims)
+  opt = gram_muon.muon(
+      lambda step: schedule(step) * scale, schedule, dims,
+      weight_decay=wd, weight_decay_mask=mask, adam_b1=optim_cfg.b1, adam_b2=optim_cfg.b2)
   is_dims_leaf = lambda x: x is None or isinstance(x, MuonDimensionNumbers)  # noqa: E731
   adam_decay = jax.tree.map(lambda d, m: d is None and m, dims, mask, is_leaf=is_dims_leaf)
   if not any(jax.tree.leaves(adam_decay)):
