@@ -31,7 +31,8 @@ NS_COEFFS = (3.4445, -4.775, 2.0315)   # optax.contrib.muon's default quintic
 NS_STEPS = 5
 
 
-def _is_dims(x) -> bool:
+def is_dims_leaf(x) -> bool:
+  """A leaf of a dimension-numbers tree: None (AdamW) or a Muon matrix spec."""
   return x is None or isinstance(x, MuonDimensionNumbers)
 
 
@@ -40,11 +41,16 @@ def _axes(spec, ndim: int) -> tuple[int, ...]:
   return tuple(a % ndim for a in spec)
 
 
+def _split_axes(ndim: int, dims: MuonDimensionNumbers):
+  """(batch, reduction, output) axes: scanned-layer and other unnamed axes are batch axes."""
+  red, out = _axes(dims.reduction_axis, ndim), _axes(dims.output_axis, ndim)
+  return tuple(a for a in range(ndim) if a not in red + out), red, out
+
+
 def _as_matrices(x: jax.Array, dims: MuonDimensionNumbers):
-  """x -> [batch, fan_in, fan_out] and the inverse (optax's reshape: scanned-layer and other
-  unnamed axes are batch axes, each layer's matrix orthogonalised on its own)."""
-  red, out = _axes(dims.reduction_axis, x.ndim), _axes(dims.output_axis, x.ndim)
-  batch = tuple(a for a in range(x.ndim) if a not in red + out)
+  """x -> [batch, fan_in, fan_out] and the inverse (optax's reshape: each layer's matrix is
+  orthogonalised on its own)."""
+  batch, red, out = _split_axes(x.ndim, dims)
   perm = batch + red + out
   shape = lambda axes: tuple(x.shape[a] for a in axes)  # noqa: E731
   flat = (math.prod(shape(batch)), math.prod(shape(red)), math.prod(shape(out)))
@@ -63,13 +69,13 @@ def newton_schulz_gram(x: jax.Array, coeffs=NS_COEFFS, steps: int = NS_STEPS,
     x = x.T
   x = x / (jnp.linalg.norm(x) + eps)
   a, b, c = (jnp.asarray(k, x.dtype) for k in coeffs)
-  m_, n_ = x.shape
-  if 30 * m_ >= 12 * n_:   # 8mmn + 40m^3 >= 20mmn + 10m^3: near-square, optax's own iteration
+  rows, cols = x.shape
+  if 30 * rows >= 12 * cols:   # 8mmn + 40m^3 >= 20mmn + 10m^3: near-square, optax's own iteration
     for _ in range(steps):
       g = x @ x.T
       x = a * x + (b * g + c * (g @ g)) @ x
     return x.T if transposed else x
-  eye = jnp.eye(m_, dtype=x.dtype)
+  eye = jnp.eye(rows, dtype=x.dtype)
   for chunk in (restart, steps - restart) if 0 < restart < steps else (steps,):
     gram, m = x @ x.T, eye
     for _ in range(chunk):
@@ -86,7 +92,8 @@ def orthogonalize(x: jax.Array, dims: MuonDimensionNumbers) -> jax.Array:
 
 def _width_scale(u: jax.Array, dims: MuonDimensionNumbers) -> jax.Array:
   """optax's width transfer: sqrt(max(1, fan_out / fan_in))."""
-  _, fan_in, fan_out = _as_matrices(u, dims)[0].shape
+  _, red, out = _split_axes(u.ndim, dims)
+  fan_in, fan_out = (math.prod(u.shape[a] for a in axes) for axes in (red, out))
   return jnp.sqrt(jnp.maximum(1.0, fan_out / fan_in)).astype(u.dtype) * u
 
 
@@ -95,7 +102,7 @@ def _map_muon(fn, updates, dims):
   leaf sit the array, its nn.Partitioned box, or (the other partition's leaf) a MaskedNode."""
   def one(d, u):
     return u if d is None else jax.tree.map(lambda leaf: fn(leaf, d), u)
-  return jax.tree.map(one, dims, updates, is_leaf=_is_dims)
+  return jax.tree.map(one, dims, updates, is_leaf=is_dims_leaf)
 
 
 def scale_by_muon(dims, beta: float = 0.95) -> optax.GradientTransformation:
@@ -129,7 +136,7 @@ def muon(learning_rate, adam_learning_rate, dims, *, weight_decay: float = 0.0,
   the leaves whose dims are not None, AdamW (no decay) on the rest, same state tree."""
   def labels(params):   # per leaf under each dims leaf (inside boxes), as optax labels them
     return jax.tree.map(lambda d, sub: jax.tree.map(lambda _: "adam" if d is None else "muon",
-                                                    sub), dims, params, is_leaf=_is_dims)
+                                                    sub), dims, params, is_leaf=is_dims_leaf)
   return optax.partition(
       {"muon": optax.chain(scale_by_muon(dims, beta), scale_by_width(dims),
                            optax.add_decayed_weights(weight_decay, weight_decay_mask),

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers
+
 from sora_jax.train import muon as gram_muon
 
 OPTIMIZERS = ("adamw", "muon")
@@ -246,8 +247,8 @@ def _muon(optim_cfg, schedule, params, mask) -> optax.GradientTransformation:
   opt = gram_muon.muon(
       lambda step: schedule(step) * scale, schedule, dims,
       weight_decay=wd, weight_decay_mask=mask, adam_b1=optim_cfg.b1, adam_b2=optim_cfg.b2)
-  is_dims_leaf = lambda x: x is None or isinstance(x, MuonDimensionNumbers)  # noqa: E731
-  adam_decay = jax.tree.map(lambda d, m: d is None and m, dims, mask, is_leaf=is_dims_leaf)
+  adam_decay = jax.tree.map(lambda d, m: d is None and m, dims, mask,
+                            is_leaf=gram_muon.is_dims_leaf)
   if not any(jax.tree.leaves(adam_decay)):
     return opt
   return optax.chain(opt, optax.masked(_decoupled_decay(wd, schedule), adam_decay))
