@@ -145,6 +145,17 @@ def check_model(config: mlc.ConfigDict) -> None:
                                                and model.get("cond", "text") == "text"):
     raise ConfigError("config.model.layout_prior=True trains what model.layout_readout reads: "
                       "also set --config.model.layout_readout=True (text conditioning)")
+  if model.get("out_conv", ""):
+    from sora_jax.models.dit import parse_out_conv
+    try:
+      parse_out_conv(model.out_conv)
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from None
+    data = config.get("data")
+    if data is not None and int(data.get("pack_tokens", 0) or 0):
+      raise ConfigError(f"config.model.out_conv={model.out_conv!r} convolves each clip's latent "
+                        "grid, which packed rows (data.pack_tokens > 0) do not keep: set "
+                        "--config.model.out_conv='' or --config.data.pack_tokens=0")
   if model.attention_impl in ("ring", "allgather") and config.mesh.context == 1:
     raise ConfigError(f"config.model.attention_impl={model.attention_impl!r} shards tokens over "
                       "the context axis; set mesh.context > 1 (or use attention_impl='xla')")

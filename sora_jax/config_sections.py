@@ -196,6 +196,9 @@ def model_section(**overrides) -> mlc.ConfigDict:
       layout_prior=False,       # with layout_readout: what it reads is also trained to be the
                                 # caption's expected clean clip, at every t (weight:
                                 # diffusion.layout_prior_weight; RESULTS.md issue 13, session 27)
+      out_conv="",              # 'KTxKHxKW' (e.g. 1x3x3): a zero-initialised residual conv on
+                                # the unpatchified output, so neighbouring tokens' patches
+                                # agree on edges (U-ViT); '' = none; not with packed rows
       cond="text",              # text (cross-attention to the text encoder) | class (labels)
       num_classes=0,            # cond='class': labels, plus one null label for CFG
       learn_sigma=False,        # also predict the variance (doubles the output channels)

@@ -25,12 +25,12 @@ class TimeStackedConv(nn.Module):
   strides: tuple[int, int]          # space only: the critic keeps time
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kt, kh, kw = self.kernel_size
-    kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                               CONV_NAMES),
+    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, CONV_NAMES),
                         (kt, kh, kw, x.shape[-1], self.features), self.param_dtype)
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)),
                       (self.features,), self.param_dtype)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 
 from sora_jax.models import layers as L
 from sora_jax.models import patching
+from sora_jax.models.discriminator import TimeStackedConv
 
 # name: (width, depth, heads). S/B/L/XL are the DiT paper's; Ti and Mu are for CPU and tests.
 VARIANTS = {
@@ -157,6 +158,9 @@ class DiT(nn.Module):
   text_width: int | None = None
   layout_readout: bool = False
   layout_prior: bool = False
+  # (kt, kh, kw) of a zero-initialised residual convolution on the unpatchified output, so
+  # neighbouring tokens' patches can agree on an edge (U-ViT's final 3x3 conv); () = none.
+  out_conv: tuple[int, ...] = ()
   remat_policy: str = "auto"
   scan_layers: bool = True
   attention_impl: str = "xla"
@@ -327,8 +331,15 @@ class DiT(nn.Module):
     h = L.Dense(pdim, ("embed", "patch"), kernel_init=nn.initializers.zeros_init(),
                 name="final_proj", **kw)(h)
     if packed:
+      if self.out_conv:
+        raise ValueError("model.out_conv needs each clip's grid; packed rows have none")
       return h
-    return patching.unpatchify(h, grid, self.patch, out_ch)
+    out = patching.unpatchify(h, grid, self.patch, out_ch)
+    if self.out_conv:
+      out = out + TimeStackedConv(out_ch, tuple(self.out_conv), (1, 1),
+                                  kernel_init=nn.initializers.zeros_init(), name="out_conv",
+                                  **kw)(out)
+    return out
 
 
 def _get(cfg, key, default):
@@ -363,7 +374,22 @@ def resolve_model_config(model_cfg) -> dict:
                   layout_prior=False)
   for k, d in defaults.items():
     out[k] = _get(model_cfg, k, d)
+  out["out_conv"] = parse_out_conv(_get(model_cfg, "out_conv", ""))
   return out
+
+
+def parse_out_conv(text: str) -> tuple[int, ...]:
+  """model.out_conv 'KTxKHxKW' (odd sizes, e.g. '1x3x3') -> (kt, kh, kw); '' -> ()."""
+  if not text:
+    return ()
+  try:
+    kernel = tuple(int(k) for k in str(text).lower().split("x"))
+  except ValueError:
+    kernel = ()
+  if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
+    raise ValueError(f"model.out_conv={text!r} must be '' (none) or KTxKHxKW with odd sizes, "
+                     "e.g. '1x3x3' (space) or '3x3x3' (space and time)")
+  return kernel
 
 
 def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = None) -> DiT:
@@ -376,6 +402,7 @@ def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = Non
              pos=r["pos"], rope_theta=float(r["rope_theta"]), cond=r["cond"],
              num_classes=int(r["num_classes"]), text_width=text_width,
              layout_readout=bool(r["layout_readout"]), layout_prior=bool(r["layout_prior"]),
+             out_conv=r["out_conv"],
              remat_policy=r["remat_policy"], scan_layers=bool(r["scan_layers"]),
              attention_impl=r["attention_impl"], dtype=_dtype(r["dtype"]),
              param_dtype=_dtype(r["param_dtype"]))

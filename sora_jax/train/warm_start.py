@@ -12,7 +12,8 @@ loss switched on, in a new workdir:
 A run that resumes from its own checkpoint ignores init_from: it only decides step 0.
 
 An option that only adds parameters which leave the model's output unchanged at init
-(`_ADDITIVE`: model.layout_readout's zero-initialised readout, model.layout_prior's side head)
+(`_ADDITIVE`: model.layout_readout's zero-initialised readout, model.layout_prior's side head,
+model.out_conv's zero-initialised residual convolution)
 may be switched on over a source run without it: the added modules start fresh and the loaded
 model computes exactly what the source did until they learn something.
 """
@@ -37,7 +38,8 @@ _TOLERATED = ("vae.adv_weight", "vae.disc_channels", "vae.disc_layers", "vae_wor
 # Options whose only effect is to add modules that leave the output unchanged at init: switching
 # one on (never off) over a source run leaves these subtrees of the model's params fresh.
 _ADDITIVE = {"model.layout_readout": ("layout_query", "layout_readout"),
-             "model.layout_prior": ("layout_prior",)}
+             "model.layout_prior": ("layout_prior",),
+             "model.out_conv": ("out_conv",)}
 
 
 def _added(old, new) -> dict[str, tuple[str, ...]]:

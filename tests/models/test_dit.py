@@ -156,3 +156,32 @@ def test_decode_variant_and_from_config():
   m = dit.dit_from_config(cfg, in_channels=8, text_width=16)
   assert (m.width, m.depth, m.heads, m.patch, m.mlp) == (64, 1, 2, (2, 2, 2), "gelu")
   assert m.dtype == jnp.bfloat16 and m.in_channels == 8 and not m.scan_layers
+
+
+def test_out_conv_starts_as_the_identity_and_mixes_neighbouring_patches(setup):
+  """model.out_conv: zero-initialised, so a model given it computes what the same weights did
+  without it (an additive option for train.init_from); once trained it reads across token
+  boundaries, which a per-token output projection cannot."""
+  x, t, ctx, mask = setup["inputs"]
+  model = _model(out_conv=(1, 3, 3))
+  params = nn.unbox(jax.jit(lambda k: model.init(k, x, t, context=ctx, context_mask=mask))(
+      jax.random.key(0))["params"])
+  assert set(params) == set(setup["params"]) | {"out_conv"}
+  assert params["out_conv"]["kernel"].shape == (1, 3, 3, C, C)
+  apply = jax.jit(lambda p: model.apply({"params": p}, x, t, context=ctx, context_mask=mask))
+  with_conv = dict(setup["rparams"], out_conv=params["out_conv"])
+  np.testing.assert_array_equal(apply(with_conv), setup["apply"](setup["rparams"], x, t, ctx,
+                                                                 mask))
+  # A centre tap of one: y + y. A tap one pixel right: the output at w = 1 (the last pixel of
+  # token column 0) takes in w = 2 (the first pixel of token column 1).
+  base = setup["apply"](setup["rparams"], x, t, ctx, mask)
+  kernel = np.zeros((1, 3, 3, C, C), np.float32)
+  kernel[0, 1, 2] = np.eye(C)
+  shifted = apply(dict(with_conv, out_conv={"kernel": jnp.asarray(kernel),
+                                             "bias": jnp.zeros((C,))}))
+  np.testing.assert_allclose(shifted[:, :, :, 1], base[:, :, :, 1] + base[:, :, :, 2],
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(shifted[:, :, :, -1], base[:, :, :, -1], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="KTxKHxKW with odd sizes"):
+    dit.parse_out_conv("1x2x2")
+  assert dit.parse_out_conv("3x3x3") == (3, 3, 3) and dit.parse_out_conv("") == ()
