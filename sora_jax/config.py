@@ -170,6 +170,15 @@ def check_model(config: mlc.ConfigDict) -> None:
                         f"prior's without a gradient, and optim.weight_decay="
                         f"{optim.weight_decay} would shrink them: set "
                         "--config.optim.weight_decay=0")
+  object_weight = 0.0 if diff is None else diff.get("object_weight", 0.0)
+  if isinstance(object_weight, bool) or not isinstance(object_weight, (int, float)) \
+      or object_weight < 0:
+    raise ConfigError(f"config.diffusion.object_weight={object_weight!r} must be a number >= 0 "
+                      "(0 = the plain mean over latent pixels)")
+  if object_weight and int(config.get("data", {}).get("pack_tokens", 0) or 0):
+    raise ConfigError("config.diffusion.object_weight > 0 weighs each clip's latent frames, which "
+                      "packed rows (data.pack_tokens > 0) do not keep: set "
+                      "--config.diffusion.object_weight=0 or --config.data.pack_tokens=0")
   if diff is not None and samp is not None:
     if samp.sampler not in SAMPLERS_FOR[diff.objective]:
       raise ConfigError(

@@ -249,6 +249,9 @@ def diffusion_section(**overrides) -> mlc.ConfigDict:
       frame_tasks="",           # t2v frame conditioning tasks "none:0.5,first:0.3,forcing:0.2"
                                 # (diffusion/conditioning.py); "" = text-to-video only
       known_noise=0.0,          # frame tasks: known frames noised to t ~ U(0, this) in training
+      object_weight=0.0,        # training loss weight 1 + this x (distance of a latent pixel
+                                # from its frame's median, mean 1 per clip): more of the loss
+                                # on the object than the backdrop; 0 = plain mean (flow.py)
       layout_prior_weight=1.0,  # model.layout_prior: weight of its loss (MSE to the clean clip)
       layout_prior_only=False,  # train the layout prior's loss alone (text encoder, readout,
                                 # head; the DiT's blocks are not run): fitted alone it learns

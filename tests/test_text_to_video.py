@@ -199,3 +199,23 @@ def test_long_video_in_windows_and_its_drift_report(t2v):
   two = t2v.long_videos(["a red circle falls", "a blue square moves left"], num_frames=25,
                         num_steps=1)
   assert [x.shape for x in two] == [(25, 32, 32, 3)] * 2 and not np.array_equal(*two)
+
+
+def test_object_weight_reweighs_training_not_the_held_out_loss(t2v):
+  config = t2v.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.diffusion.object_weight = 4.0
+  weighted = runs.t2v_system(config)
+  shape = (1, *t2v.system.latent_shape)
+  lat = np.zeros(shape, np.float32)
+  lat[:, :, 1, 1] = 3.0                      # one object latent pixel a frame on a flat backdrop
+  L = int(config.text.max_len)
+  batch = {"latents": lat, "tokens": np.ones((1, L), np.int32),
+           "text_mask": np.ones((1, L), bool)}
+  rng = jax.random.key(3)
+  plain_loss = t2v.system.loss(t2v.params, batch, rng)[0]
+  weighted_loss = weighted.loss(t2v.params, batch, rng)[0]
+  assert abs(float(weighted_loss) - float(plain_loss)) > 1e-4 * float(plain_loss)
+  t = np.full((1,), 0.5, np.float32)         # held-out evaluation: the plain mean, comparable
+  np.testing.assert_allclose(weighted.loss(t2v.params, batch, rng, t=t)[0],
+                             t2v.system.loss(t2v.params, batch, rng, t=t)[0], rtol=1e-6)

@@ -140,6 +140,10 @@ class T2VSystem:
             k_t, known, forcing, lambda k, n: self.objective.sample_t(k, n, self.num_tokens()),
             float(self.config.diffusion.get("known_noise", 0.0)))
         loss_mask = ~known[:, :, None, None, None]
+      object_weight = float(self.config.diffusion.get("object_weight", 0.0))
+      if object_weight:
+        w = flow.object_weight_map(lat, object_weight)
+        loss_mask = w if loss_mask is None else w * loss_mask
     ctx = self._context(params, tokens, mask)
     loss, metrics = self.objective.loss(self.model_fn(params), batch["latents"], r_loss,
                                         (ctx, mask), self.num_tokens(), t=t, loss_mask=loss_mask)

@@ -94,6 +94,24 @@ def test_flow_loss_zero_for_oracle_and_mask():
   assert float(l_full) == pytest.approx(0.5, rel=1e-4)
 
 
+def test_object_weight_map_favours_what_stands_out_of_its_frame():
+  x0 = jnp.full((2, 3, 4, 4, 2), 0.3).at[0, :, 1, 2].set(2.0)   # clip 0: one bright pixel a frame
+  w = flow.object_weight_map(x0, 4.0)
+  assert w.shape == (2, 3, 4, 4, 1)
+  np.testing.assert_allclose(w[1], 1.0)                           # a uniform clip: plain mean
+  np.testing.assert_allclose(flow.object_weight_map(x0, 0.0), 1.0)
+  np.testing.assert_allclose(w[0, :, 1, 2, 0], 1.0 + 4.0 * 16, rtol=1e-4)   # s: mean 1 a clip
+  np.testing.assert_allclose(w[0, :, 0, 0, 0], 1.0)
+  # as the loss's weighted mask, an error on the object costs more than one on the backdrop
+  def err_at(h, wi):   # at t = 1, x_t is the noise: x - x0 is the target, plus a unit error
+    return lambda x, t, cond: x - x0[:1] + jnp.zeros_like(x).at[:, :, h, wi].add(1.0)
+  on_obj, _ = flow.flow_loss(err_at(1, 2), x0[:1], jax.random.key(0), None, loss_mask=w[:1],
+                             t=jnp.ones((1,)))
+  on_bg, _ = flow.flow_loss(err_at(0, 0), x0[:1], jax.random.key(0), None, loss_mask=w[:1],
+                            t=jnp.ones((1,)))
+  assert float(on_obj) > 20 * float(on_bg) > 0
+
+
 def test_packed_loss_is_the_mean_of_each_clip_alone():
   """A packed row of clips of 5, 2 and 3 tokens (+2 padding) and a row with one clip: the loss
   equals the mean of flow_loss on each clip alone, with its own t and noise; padding is free."""
