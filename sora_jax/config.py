@@ -19,7 +19,7 @@ import ml_collections as mlc
 
 from sora_jax import config_sections as S
 from sora_jax.config_geometry import (  # noqa: F401  (re-exported: sizes and packing)
-    Size, check_packing, check_video_geometry, parse_sizes, size_steps, snap)
+    Size, check_packing, check_video_geometry, parse_out_conv, parse_sizes, size_steps, snap)
 from sora_jax.config_sections import ConfigError  # noqa: F401  (re-exported)
 from sora_jax.config_sections import (  # noqa: F401  (the builders, re-exported)
     BEFORE_KEY_EXISTED, RETIRED, SECTIONS, TASK_SECTIONS, TASK_TOP_LEVEL, TASKS, TRAINABLE_TASKS,
@@ -146,7 +146,6 @@ def check_model(config: mlc.ConfigDict) -> None:
     raise ConfigError("config.model.layout_prior=True trains what model.layout_readout reads: "
                       "also set --config.model.layout_readout=True (text conditioning)")
   if model.get("out_conv", ""):
-    from sora_jax.models.dit import parse_out_conv
     try:
       parse_out_conv(model.out_conv)
     except ValueError as e:

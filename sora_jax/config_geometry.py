@@ -170,3 +170,19 @@ def check_packing(config: mlc.ConfigDict) -> None:
       raise ConfigError(f"config.data.sizes entry {size} is {tokens} tokens, more than "
                         f"config.data.pack_tokens={budget}; raise pack_tokens to >= {tokens} or "
                         "drop that size")
+
+
+def parse_out_conv(text: str) -> tuple[int, ...]:
+  """model.out_conv 'KTxKHxKW' (odd sizes, e.g. '1x3x3') -> (kt, kh, kw); '' -> ().
+
+  Here rather than in models/dit.py so that config.py (layer 0) can check it."""
+  if not text:
+    return ()
+  try:
+    kernel = tuple(int(k) for k in str(text).lower().split("x"))
+  except ValueError:
+    kernel = ()
+  if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
+    raise ValueError(f"model.out_conv={text!r} must be '' (none) or KTxKHxKW with odd sizes, "
+                     "e.g. '1x3x3' (space) or '3x3x3' (space and time)")
+  return kernel

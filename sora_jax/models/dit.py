@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sora_jax.config_geometry import parse_out_conv
 from sora_jax.models import layers as L
 from sora_jax.models import patching
 from sora_jax.models.discriminator import TimeStackedConv
@@ -376,20 +377,6 @@ def resolve_model_config(model_cfg) -> dict:
     out[k] = _get(model_cfg, k, d)
   out["out_conv"] = parse_out_conv(_get(model_cfg, "out_conv", ""))
   return out
-
-
-def parse_out_conv(text: str) -> tuple[int, ...]:
-  """model.out_conv 'KTxKHxKW' (odd sizes, e.g. '1x3x3') -> (kt, kh, kw); '' -> ()."""
-  if not text:
-    return ()
-  try:
-    kernel = tuple(int(k) for k in str(text).lower().split("x"))
-  except ValueError:
-    kernel = ()
-  if len(kernel) != 3 or any(k < 1 or k % 2 == 0 for k in kernel):
-    raise ValueError(f"model.out_conv={text!r} must be '' (none) or KTxKHxKW with odd sizes, "
-                     "e.g. '1x3x3' (space) or '3x3x3' (space and time)")
-  return kernel
 
 
 def dit_from_config(model_cfg, *, in_channels: int, text_width: int | None = None) -> DiT:
