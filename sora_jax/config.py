@@ -131,6 +131,14 @@ def parse_interval(text: str | None, flag: str = "--guidance_interval"
   return lo, hi
 
 
+def _refuse_with_packing(config: mlc.ConfigDict, setting: str, off: str, what: str) -> None:
+  """An option that needs each clip's latent grid, which packed rows do not keep."""
+  data = config.get("data")
+  if data is not None and int(data.get("pack_tokens", 0) or 0):
+    raise ConfigError(f"config.{setting} {what}, which packed rows (data.pack_tokens > 0) do not "
+                      f"keep: set --config.{off} or --config.data.pack_tokens=0")
+
+
 def check_model(config: mlc.ConfigDict) -> None:
   model = config.get("model")
   if model is None:
@@ -150,11 +158,8 @@ def check_model(config: mlc.ConfigDict) -> None:
       parse_out_conv(model.out_conv)
     except ValueError as e:
       raise ConfigError(f"config.{e}") from None
-    data = config.get("data")
-    if data is not None and int(data.get("pack_tokens", 0) or 0):
-      raise ConfigError(f"config.model.out_conv={model.out_conv!r} convolves each clip's latent "
-                        "grid, which packed rows (data.pack_tokens > 0) do not keep: set "
-                        "--config.model.out_conv='' or --config.data.pack_tokens=0")
+    _refuse_with_packing(config, f"model.out_conv={model.out_conv!r}", "model.out_conv=''",
+                         "convolves each clip's latent grid")
   if model.attention_impl in ("ring", "allgather") and config.mesh.context == 1:
     raise ConfigError(f"config.model.attention_impl={model.attention_impl!r} shards tokens over "
                       "the context axis; set mesh.context > 1 (or use attention_impl='xla')")
@@ -174,10 +179,9 @@ def check_model(config: mlc.ConfigDict) -> None:
       or object_weight < 0:
     raise ConfigError(f"config.diffusion.object_weight={object_weight!r} must be a number >= 0 "
                       "(0 = the plain mean over latent pixels)")
-  if object_weight and int(config.get("data", {}).get("pack_tokens", 0) or 0):
-    raise ConfigError("config.diffusion.object_weight > 0 weighs each clip's latent frames, which "
-                      "packed rows (data.pack_tokens > 0) do not keep: set "
-                      "--config.diffusion.object_weight=0 or --config.data.pack_tokens=0")
+  if object_weight:
+    _refuse_with_packing(config, f"diffusion.object_weight={object_weight}",
+                         "diffusion.object_weight=0", "weighs each clip's latent frames")
   if diff is not None and samp is not None:
     if samp.sampler not in SAMPLERS_FOR[diff.objective]:
       raise ConfigError(

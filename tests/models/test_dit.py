@@ -172,8 +172,8 @@ def test_out_conv_starts_as_the_identity_and_mixes_neighbouring_patches(setup):
   with_conv = dict(setup["rparams"], out_conv=params["out_conv"])
   np.testing.assert_array_equal(apply(with_conv), setup["apply"](setup["rparams"], x, t, ctx,
                                                                  mask))
-  # A centre tap of one: y + y. A tap one pixel right: the output at w = 1 (the last pixel of
-  # token column 0) takes in w = 2 (the first pixel of token column 1).
+  # One identity tap a pixel to the right: the output at w = 1 (the last pixel of token
+  # column 0) adds w = 2 (the first pixel of token column 1).
   base = setup["apply"](setup["rparams"], x, t, ctx, mask)
   kernel = np.zeros((1, 3, 3, C, C), np.float32)
   kernel[0, 1, 2] = np.eye(C)
