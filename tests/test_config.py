@@ -89,6 +89,20 @@ def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its
   assert detail.sample.layout_prior_strength == layout.sample.layout_prior_strength
 
 
+def test_demo_mix_stage_is_the_detail_stage_on_packed_rows_of_the_size_mix():
+  from sora_jax.train import setup
+  detail, mix = demo.get_config("stage=t2v_detail"), demo.get_config("stage=t2v_mix")
+  C.validate(mix, num_devices=1)
+  assert mix.train.init_from == demo.MIX_STAGE_FROM and mix.train.steps == demo.MIX_STAGE_STEPS
+  assert mix.data.sizes == demo.MIX_STAGE_SIZES and mix.data.pack_tokens == 320
+  assert C.parse_sizes(mix.data.sizes)[0].weight == 8   # the square size
+  for k in ("base_shift", "frame_tasks"):
+    assert mix.diffusion[k] == detail.diffusion[k]
+  assert (mix.optim.lr, mix.sample.shift) == (detail.optim.lr, detail.sample.shift)
+  # same architecture: the detail stage starts from the mix stage's weights as they are
+  assert setup.architecture_diff(mix, detail) == []
+
+
 def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
   from sora_jax.train import setup, warm_start
   base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")

@@ -467,6 +467,7 @@ CONFIGS = {
     "demo:t2v_prior": lambda: demo.get_config("stage=t2v_prior"),
     "demo:t2v_layout": lambda: demo.get_config("stage=t2v_layout"),
     "demo:t2v_detail": lambda: demo.get_config("stage=t2v_detail"),
+    "demo:t2v_mix": lambda: demo.get_config("stage=t2v_mix"),
     "demo:vae_refiner": lambda: demo.get_config("stage=vae_refiner"),
     "demo:vae,runlocal": lambda: demo.get_config("stage=vae,runlocal"),
     "demo:t2v,runlocal": lambda: demo.get_config("stage=t2v,runlocal"),
