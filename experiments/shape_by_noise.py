@@ -2,7 +2,9 @@
 
 Held-out world clips, noised to t = strength and denoised under their own captions (SDEdit,
 `TextToVideo.edit_video`), scored by the world evaluator shape by shape. Strength 1 is
-text-to-video from noise; the 'reconstruction' row (the VAE alone) is the ceiling. If a circle
+text-to-video from noise; the 'ground truth' row (the clips themselves: the evaluator's own
+ceiling) and the 'reconstruction' row (the VAE alone) are the ceilings, and every row also counts
+the frames read as each shape (what a lost circle turned into). If a circle
 survives from t = 0.6 but not from 1, the shape is decided early in sampling (where the caption
 and the layout decide the clip); if it is lost even from t = 0.2, the model's low-noise denoiser
 draws it wrong and more training near the data is the lever.
@@ -27,13 +29,33 @@ from sora_jax.eval import worlds as world_eval
 def _row(name, videos, captions, fps) -> dict:
   scored = [world_eval.score_video(v, c, fps) for v, c in zip(videos, captions, strict=True)]
   return {"from": name, "adherence": world_eval.mean_scores(scored),
-          "shape_by_shape": t2v_eval.score_by_word(scored, captions, "shape", "shape")}
+          "shape_by_shape": t2v_eval.score_by_word(scored, captions, "shape", "shape"),
+          "read_as": read_as(videos, captions)}
+
+
+def read_as(videos, captions) -> dict[str, dict[str, int]]:
+  """{prompted shape: {shape the evaluator reads: frames}} over the frames that show the
+  prompted colour: what a lost shape turned into (a circle drawn as a square, say)."""
+  counts: dict[str, dict[str, int]] = {}
+  for v, c in zip(videos, captions, strict=True):
+    desc = world_eval.parse_caption(c)
+    det = world_eval.detect(v, desc["color"])
+    row = counts.setdefault(str(desc["shape"]), {})
+    for t in np.nonzero(det["visible"])[0]:
+      got = world_eval.classify_shape(det["mask"][t])
+      row[got] = row.get(got, 0) + 1
+  return counts
+
+
+def _uint8(video) -> np.ndarray:
+  return ((np.asarray(video) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
 
 
 def study(t2v, *, num: int, strengths: list[float], split: str = "test",
           num_steps: int | None = None, guidance_scale: float | None = None,
           seed: int = 0) -> list[dict]:
-  """One row for the VAE's reconstructions, then one per strength, on the same `num` clips."""
+  """One row for the clips themselves (the evaluator's own ceiling), one for the VAE's
+  reconstructions, then one per strength, on the same `num` clips."""
   clips = list(t2v_eval._held_out(t2v.config.data, split, num))  # pylint: disable=protected-access
   captions = [str(b["caption"][0]) for b in clips]
   videos = [np.asarray(b["video"][0]) for b in clips]
@@ -41,9 +63,9 @@ def study(t2v, *, num: int, strengths: list[float], split: str = "test",
   recon = []
   for v in videos:
     lat = t2v.encode(v)[None]
-    x = np.asarray(t2v.system.decode(lat))[0]
-    recon.append(((x + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8))
-  rows = [_row("reconstruction", recon, captions, fps)]
+    recon.append(_uint8(np.asarray(t2v.system.decode(lat))[0]))
+  rows = [_row("ground truth", [_uint8(v) for v in videos], captions, fps),
+          _row("reconstruction", recon, captions, fps)]
   for s in strengths:
     out = [t2v.edit_video(c, v, strength=s, num_steps=num_steps, guidance_scale=guidance_scale,
                           seed=seed + i) for i, (c, v) in enumerate(zip(captions, videos))]
@@ -62,6 +84,12 @@ def table(rows: list[dict]) -> str:
     cells += [f"{r['shape_by_shape'][s][0]:.2f}" if s in r["shape_by_shape"] else ""
               for s in shapes]
     lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Frames read as " + " / ".join(world_eval.SHAPES) + ", by prompted shape:", "",
+            "| denoised from | " + " | ".join(shapes) + " |", "|---|" + "---|" * len(shapes)]
+  for r in rows:
+    cells = [" / ".join(str(r["read_as"].get(s, {}).get(g, 0)) for g in world_eval.SHAPES)
+             for s in shapes]
+    lines.append(f"| {r['from']} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 

@@ -300,11 +300,15 @@ def test_sampler_sweep_runs_each_setting_on_the_same_prompts(tmp_path):
 def test_shape_by_noise_scores_reconstructions_then_each_strength(t2v_tiny):
   from experiments import shape_by_noise
   rows = shape_by_noise.study(t2v_tiny, num=2, strengths=[0.5, 1.0], num_steps=2)
-  assert [r["from"] for r in rows] == ["reconstruction", "t = 0.5", "t = 1"]
+  assert [r["from"] for r in rows] == ["ground truth", "reconstruction", "t = 0.5", "t = 1"]
   assert all(sum(n for _, n in r["shape_by_shape"].values()) == 2 for r in rows)
   assert all(0 <= r["adherence"]["shape"] <= 1 for r in rows)
+  # the world's own clips show their object in every frame, read as the prompted shape mostly
+  truth = rows[0]["read_as"]
+  assert sum(sum(r.values()) for r in truth.values()) == 2 * 9   # two 9-frame clips
+  assert sum(r.get(s, 0) for s, r in truth.items()) > 0.8 * 2 * 9
   md = shape_by_noise.table(rows)
-  assert md.count("\n") == 2 + len(rows) and "| t = 0.5 |" in md
+  assert md.count("\n") == 2 * (2 + len(rows)) + 3 and "| t = 0.5 |" in md
 
 
 def test_refiner_decoder_runs_the_recipe_stage_on_the_vae_its_dit_was_trained_on():
