@@ -24,6 +24,7 @@ import numpy as np
 
 from sora_jax.eval import t2v_eval
 from sora_jax.eval import worlds as world_eval
+from sora_jax.io.video import to_uint8
 
 
 def _row(name, videos, captions, fps) -> dict:
@@ -47,10 +48,6 @@ def read_as(videos, captions) -> dict[str, dict[str, int]]:
   return counts
 
 
-def _uint8(video) -> np.ndarray:
-  return ((np.asarray(video) + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
-
-
 def study(t2v, *, num: int, strengths: list[float], split: str = "test",
           num_steps: int | None = None, guidance_scale: float | None = None,
           seed: int = 0) -> list[dict]:
@@ -63,8 +60,8 @@ def study(t2v, *, num: int, strengths: list[float], split: str = "test",
   recon = []
   for v in videos:
     lat = t2v.encode(v)[None]
-    recon.append(_uint8(np.asarray(t2v.system.decode(lat))[0]))
-  rows = [_row("ground truth", [_uint8(v) for v in videos], captions, fps),
+    recon.append(to_uint8(np.asarray(t2v.system.decode(lat))[0]))
+  rows = [_row("ground truth", [to_uint8(v) for v in videos], captions, fps),
           _row("reconstruction", recon, captions, fps)]
   for s in strengths:
     out = [t2v.edit_video(c, v, strength=s, num_steps=num_steps, guidance_scale=guidance_scale,
