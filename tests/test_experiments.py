@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +310,18 @@ def test_shape_by_noise_scores_reconstructions_then_each_strength(t2v_tiny):
   assert sum(r.get(s, 0) for s, r in truth.items()) > 0.8 * 2 * 9
   md = shape_by_noise.table(rows)
   assert md.count("\n") == 2 * (2 + len(rows)) + 3 and "| t = 0.5 |" in md
+
+
+def test_shape_guidance_steers_from_the_caption_with_its_shape_swapped(t2v_tiny):
+  from experiments import shape_guidance
+  assert shape_guidance.negative_caption("a red ball falls", "swap") == "a red square falls"
+  assert shape_guidance.negative_caption("a big star spins", "drop") == "a big spins"
+  caps = ["a red circle falls", "a blue star spins"]
+  null, swap = (shape_guidance.sample(t2v_tiny, caps, k, seed=0, batch=2) for k in ("null", "swap"))
+  assert len(null) == len(swap) == 2 and null[0].dtype == np.uint8
+  plain = t2v_tiny(caps, seed=0)[0]   # the plain sampler, up to rounding to uint8
+  assert np.abs(null[0].astype(int) - plain).max() <= 1
+  assert np.abs(null[0].astype(int) - swap[0]).max() > 0
 
 
 def test_refiner_decoder_runs_the_recipe_stage_on_the_vae_its_dit_was_trained_on():

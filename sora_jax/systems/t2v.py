@@ -268,14 +268,16 @@ class T2VSystem:
   # ---- sampling ---------------------------------------------------------------------------
 
   def sample_latents(self, params, tokens, mask, rng, *, latent_shape=None, num_steps=None,
-                     guidance_scale=None, frames=None, init=None, strength=None):
+                     guidance_scale=None, frames=None, init=None, strength=None, negative=None):
     """Scaled latents for a batch of tokenised prompts, CFG batched; jittable. `frames` (known
-    latent frames), `init` + `strength` (editing): see samplers.sample."""
+    latent frames), `init` + `strength` (editing): see samplers.sample. `negative`: (tokens,
+    mask) of the captions CFG steers away from, in place of the null caption (a negative
+    prompt; experiments/shape_guidance.py)."""
     shape = tuple(latent_shape or self.latent_shape)
     b = tokens.shape[0]
     ctx = self._context(params, tokens, mask)
-    null_tokens, null_mask = text_lib.null_text(b, tokens.shape[1])
-    uctx = self._context(params, null_tokens, null_mask)
+    neg_tokens, neg_mask = negative or text_lib.null_text(b, tokens.shape[1])
+    uctx = self._context(params, neg_tokens, neg_mask)
     noise = jax.random.normal(rng, (b, *shape), jnp.float32)
     prior_strength = float(self.config.sample.get("layout_prior_strength", 0.0))
     if init is None and frames is None and prior_strength:
@@ -290,7 +292,7 @@ class T2VSystem:
     if guidance_scale is not None:
       kw["guidance_scale"] = guidance_scale
     return samplers.sample(self.model_fn(params), noise, cond=(ctx, mask),
-                           uncond=(uctx, null_mask), frames=frames, init=init,
+                           uncond=(uctx, neg_mask), frames=frames, init=init,
                            strength=strength, **kw)
 
   def layout_prior(self, params, tokens, mask, *, latent_shape=None):

@@ -82,6 +82,26 @@ def test_sampling_from_the_prior_is_an_edit_of_the_prior():
       np.asarray(system.sample_latents(params, tokens, mask, rng, frames=known, **kw)), atol=1e-6)
 
 
+def test_a_negative_prompt_takes_the_null_caption_s_place_in_guidance():
+  """CFG steers from `negative` instead of the null caption: the null caption as the negative
+  is the default, and the prompt itself as its own negative leaves the conditional alone."""
+  from sora_jax.models import text_encoder as text_lib
+  system = _system(1.0)
+  batch = {k: np.ones(s.shape, s.dtype) for k, s in system.example_batch(2).items()}
+  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), batch))
+  params = jax.tree.map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size).reshape(a.shape)),
+                        params)
+  tokens, mask = batch["tokens"], batch["text_mask"]
+  run = lambda **kw: np.asarray(system.sample_latents(  # noqa: E731
+      params, tokens, mask, jax.random.key(3), num_steps=3, **kw))
+  guided = run(guidance_scale=4.0)
+  null = text_lib.null_text(2, tokens.shape[1])
+  np.testing.assert_allclose(run(guidance_scale=4.0, negative=null), guided, atol=1e-6)
+  np.testing.assert_allclose(run(guidance_scale=4.0, negative=(tokens, mask)),
+                             run(guidance_scale=1.0), atol=1e-5)
+  assert np.abs(run(guidance_scale=1.0) - guided).max() > 1e-3
+
+
 def test_a_run_s_sampling_settings_are_overridden_and_checked(tmp_path):
   system = _system(1.0)
   runs.save_config(system.config, str(tmp_path))
