@@ -15,11 +15,12 @@ Two stages share one data setup (17 frames of 64x64 from the procedural world):
       --config.vae_workdir=workdirs/demo/vae
   sora-jax train --config=configs/demo.py:stage=t2v_layout --workdir=workdirs/demo/t2v_layout \
       --config.vae_workdir=workdirs/demo/vae
+  sora-jax train --config=configs/demo.py:stage=t2v_mix --workdir=workdirs/demo/t2v_mix \
+      --config.vae_workdir=workdirs/demo/vae
   sora-jax train --config=configs/demo.py:stage=t2v_detail --workdir=workdirs/demo/t2v_detail \
       --config.vae_workdir=workdirs/demo/vae
   sora-jax train --config=configs/demo.py:stage=vae_refiner --workdir=workdirs/demo/vae_refiner
-  (issue 14, not yet shipped: stage=t2v_mix, the detail stage on the size mix, between
-   t2v_layout and t2v_detail)
+(RECIPE_STAGES: the DiT stages in order, each starting from the one before.)
 The shipped demo weights (sora_jax/assets/demo) are the EMA weights of the vae_refiner run (the
 vae run's encoder, a decoder fitted to t2v_detail's latents) and of t2v_detail;
 see README. VAE_PHASES continue the VAE run to the 30 dB model of experiments/vae_30db.sh.
@@ -99,23 +100,26 @@ LAYOUT_STEPS, LAYOUT_LR, LAYOUT_WARMUP = 1000, 5e-4, 50
 LAYOUT_FROM = "workdirs/demo/t2v_prior"
 LAYOUT_CACHE_CLIPS, LAYOUT_PRIOR_STRENGTH = 16384, 0.9
 LAYOUT_STAGES = ("t2v_readout", "t2v_prior", "t2v_layout")
-# stage=t2v_detail: the layout stage's weights trained 1000 steps more at timestep shift 1 (the
+# stage=t2v_detail: the mix stage's weights trained 1000 steps more at timestep shift 1 (the
 # other stages: 3), still sampled at 3. Shift 3 puts three quarters of the steps at t > 0.6, where
 # the caption decides the clip; a real circle noised to t = 0.4 came back a circle in only 0.48 of
 # the frames. Against 1000 more steps at shift 3 (same data): held-out flow loss at t = 0.1
 # 0.527 vs 0.606, test shape 0.49 vs 0.46 (two seeds), circles +0.04; direction unchanged
 # (RESULTS.md, issue 13, sessions 30-31). On 4096 cached clips, as measured.
 DETAIL_STEPS, DETAIL_LR, DETAIL_SHIFT, DETAIL_CACHE_CLIPS = 1000, 5e-4, 1.0, 4096
-DETAIL_FROM = "workdirs/demo/t2v_layout"
+DETAIL_FROM = "workdirs/demo/t2v_mix"
 # stage=t2v_mix: the detail stage's settings on the size mix (issue 14), square clips weighted 8
 # so it sees as many square clips in 1800 steps as the square detail stage in 1000. Last in a
 # recipe it costs square shape (256 held-out prompts per split: 0.518 / 0.566 against 0.554 /
 # 0.599); followed by the square detail stage it does not (0.548 / 0.601), and that model keeps
 # colour and direction at 16:9, 9:16 and twice the duration within 10 % of the square size
-# (RESULTS.md, issue 14, session 38). Not yet in the shipped recipe: that needs the stages
-# layout -> t2v_mix -> t2v_detail -> vae_refiner run and measured end to end.
+# (RESULTS.md, issue 14, session 38); in the shipped recipe since session 39, between
+# t2v_layout and t2v_detail.
 MIX_STAGE_STEPS, MIX_STAGE_FROM = 1800, "workdirs/demo/t2v_layout"
 MIX_STAGE_SIZES = "17x64x64:8,17x64x112,17x112x64,33x64x64,1x64x64"
+# The DiT stages of `sora-jax demo --train`, in order: each stage's default init_from is the
+# workdir of the one before (the vae stage first, vae_refiner last).
+RECIPE_STAGES = ("t2v", "t2v_shots", *LAYOUT_STAGES, "t2v_mix", "t2v_detail")
 # stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
 # Not the shipped recipe: at 6000 steps it matched the square stage on colour at every size and
 # trailed it on direction (0.55 vs 0.61 over four sizes, 64 prompts each) at 1.8 vs 2.2 steps/s

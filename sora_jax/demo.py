@@ -4,8 +4,9 @@ By default it samples from the small model shipped in `sora_jax/assets/demo` (EM
 VAE and a DiT trained on the procedural world). `sora-jax demo --train` makes those weights from
 scratch with the project's own commands — the stages of configs/demo.py (VAE; DiT; DiT
 fine-tuned on multi-shot clips; a layout readout and prior added, the prior fitted alone, then a
-short joint fine-tune; more steps at low noise; the decoder fitted to that DiT's latents), then
-an export —
+short joint fine-tune; a stage on a mix of sizes (wide, tall, longer, stills) packed into rows;
+more steps at low noise on square clips; the decoder fitted to that DiT's latents), then an
+export —
 which is exactly how the shipped ones were made.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> s
   vae_dir = os.path.join(workdir, "vae")
   loop.train(demo_config.get_config("stage=vae"), vae_dir)
   t2v_dir = ""
-  for stage in ("t2v", "t2v_shots", *demo_config.LAYOUT_STAGES, "t2v_detail"):
+  for stage in demo_config.RECIPE_STAGES:
     cfg = demo_config.get_config(f"stage={stage}").unlock()
     cfg.vae_workdir = os.path.abspath(vae_dir)
     if t2v_dir:

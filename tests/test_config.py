@@ -103,6 +103,17 @@ def test_demo_mix_stage_is_the_detail_stage_on_packed_rows_of_the_size_mix():
   assert setup.architecture_diff(mix, detail) == []
 
 
+def test_demo_recipe_stages_each_start_from_the_stage_before():
+  """`sora-jax demo --train` runs RECIPE_STAGES in order; run by hand with the README's
+  workdirs, each stage's default init_from is the stage before's, and the refiner's DiT is the
+  last one."""
+  stages = demo.RECIPE_STAGES
+  assert stages[0] == "t2v" and stages.index("t2v_mix") < stages.index("t2v_detail")
+  for before, stage in zip(stages, stages[1:]):
+    assert demo.get_config(f"stage={stage}").train.init_from == f"workdirs/demo/{before}", stage
+  assert demo.REFINER_FROM == f"workdirs/demo/{stages[-1]}"
+
+
 def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
   from sora_jax.train import setup, warm_start
   base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")
