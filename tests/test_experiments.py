@@ -317,7 +317,8 @@ def test_shape_guidance_steers_from_the_caption_with_its_shape_swapped(t2v_tiny)
   assert shape_guidance.negative_caption("a red ball falls", "swap") == "a red square falls"
   assert shape_guidance.negative_caption("a big star spins", "drop") == "a big spins"
   caps = ["a red circle falls", "a blue star spins"]
-  null, swap = (shape_guidance.sample(t2v_tiny, caps, k, seed=0, batch=2) for k in ("null", "swap"))
+  null, swap = (shape_guidance.sample(t2v_tiny, caps, kind, seed=0, batch=2)
+                for kind in ("null", "swap"))
   assert len(null) == len(swap) == 2 and null[0].dtype == np.uint8
   plain = t2v_tiny(caps, seed=0)[0]   # the plain sampler, up to rounding to uint8
   assert np.abs(null[0].astype(int) - plain).max() <= 1

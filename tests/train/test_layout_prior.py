@@ -21,6 +21,16 @@ def _system(weight):
   return runs.t2v_system(config)
 
 
+def _perturbed(system):
+  """Params with every weight nonzero (so the readout, hence the prior, says something
+  caption-dependent), and a batch of two prompts' tokens and mask."""
+  batch = {k: np.ones(s.shape, s.dtype) for k, s in system.example_batch(2).items()}
+  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), batch))
+  params = jax.tree.map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size).reshape(a.shape)),
+                        params)
+  return params, batch["tokens"], batch["text_mask"]
+
+
 def test_layout_prior_loss_is_added_and_trains_the_head():
   on, off = _system(2.0), _system(0.0)
   r = np.random.RandomState(0)
@@ -57,12 +67,7 @@ def test_sampling_from_the_prior_is_an_edit_of_the_prior():
   """sample.layout_prior_strength=s starts from the caption's prior noised to t=s: the same
   as editing the prior at strength s, and not the same as starting from pure noise."""
   system = _system(1.0)
-  batch = {k: np.ones(s.shape, s.dtype) for k, s in system.example_batch(2).items()}
-  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), batch))
-  # a nonzero readout, so the prior says something caption-dependent
-  params = jax.tree.map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size).reshape(a.shape)),
-                        params)
-  tokens, mask = batch["tokens"], batch["text_mask"]
+  params, tokens, mask = _perturbed(system)
   rng, kw = jax.random.key(3), dict(num_steps=4, guidance_scale=2.0)
   plain = system.sample_latents(params, tokens, mask, rng, **kw)
   prior = system.layout_prior(params, tokens, mask)
@@ -87,11 +92,7 @@ def test_a_negative_prompt_takes_the_null_caption_s_place_in_guidance():
   is the default, and the prompt itself as its own negative leaves the conditional alone."""
   from sora_jax.models import text_encoder as text_lib
   system = _system(1.0)
-  batch = {k: np.ones(s.shape, s.dtype) for k, s in system.example_batch(2).items()}
-  params = runs.unbox(jax.jit(system.init)(jax.random.key(0), batch))
-  params = jax.tree.map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size).reshape(a.shape)),
-                        params)
-  tokens, mask = batch["tokens"], batch["text_mask"]
+  params, tokens, mask = _perturbed(system)
   run = lambda **kw: np.asarray(system.sample_latents(  # noqa: E731
       params, tokens, mask, jax.random.key(3), num_steps=3, **kw))
   guided = run(guidance_scale=4.0)
