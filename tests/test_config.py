@@ -89,6 +89,19 @@ def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its
   assert detail.sample.layout_prior_strength == layout.sample.layout_prior_strength
 
 
+def test_shipped_demo_dit_is_the_recipes_detail_stage():
+  # The shipped weights must be what `sora-jax demo --train` makes: a recipe edit without a
+  # retrain (or the reverse) is caught here, not by a user whose weights differ.
+  import json, pathlib
+  shipped = pathlib.Path(C.__file__).parent / "assets" / "demo" / "t2v" / "config.json"
+  if not shipped.exists():
+    pytest.skip(f"{shipped} is not in this checkout")
+  train = json.loads(shipped.read_text())["train"]
+  detail = demo.get_config("stage=t2v_detail")
+  assert (train["steps"], train["init_from"]) == (demo.DETAIL_STEPS, demo.DETAIL_FROM)
+  assert detail.train.steps == demo.DETAIL_STEPS
+
+
 def test_demo_mix_stage_is_the_detail_stage_on_packed_rows_of_the_size_mix():
   from sora_jax.train import setup
   detail, mix = demo.get_config("stage=t2v_detail"), demo.get_config("stage=t2v_mix")
