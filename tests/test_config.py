@@ -1,4 +1,7 @@
 """Config parsing and validation: every error names its key and the fix, before compile."""
+import json
+import pathlib
+
 import ml_collections as mlc
 import pytest
 
@@ -92,7 +95,6 @@ def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its
 def test_shipped_demo_dit_is_the_recipes_detail_stage():
   # The shipped weights must be what `sora-jax demo --train` makes: a recipe edit without a
   # retrain (or the reverse) is caught here, not by a user whose weights differ.
-  import json, pathlib
   shipped = pathlib.Path(C.__file__).parent / "assets" / "demo" / "t2v" / "config.json"
   if not shipped.exists():
     pytest.skip(f"{shipped} is not in this checkout")
