@@ -100,11 +100,11 @@ LAYOUT_STEPS, LAYOUT_LR, LAYOUT_WARMUP = 1000, 5e-4, 50
 LAYOUT_FROM = "workdirs/demo/t2v_prior"
 LAYOUT_CACHE_CLIPS, LAYOUT_PRIOR_STRENGTH = 16384, 0.9
 LAYOUT_STAGES = ("t2v_readout", "t2v_prior", "t2v_layout")
-# stage=t2v_detail: the mix stage's weights trained 1000 steps more at timestep shift 1 (the
+# stage=t2v_detail: the mix stage's weights trained DETAIL_STEPS more at timestep shift 1 (the
 # other stages: 3), still sampled at 3. Shift 3 puts three quarters of the steps at t > 0.6, where
 # the caption decides the clip; a real circle noised to t = 0.4 came back a circle in only 0.48 of
-# the frames. Against 1000 more steps at shift 3 (same data): held-out flow loss at t = 0.1
-# 0.527 vs 0.606, test shape 0.49 vs 0.46 (two seeds), circles +0.04; direction unchanged
+# the frames. 1000 steps of it against 1000 more steps at shift 3 (same data): held-out flow loss
+# at t = 0.1 0.527 vs 0.606, test shape 0.49 vs 0.46 (two seeds), circles +0.04; direction unchanged
 # (RESULTS.md, issue 13, sessions 30-31). On 4096 cached clips, as measured. 4000 steps (34 min)
 # against 1000 (256 held-out prompts per split, the same decoder): direction 0.80 / 0.78 against
 # 0.77 / 0.73 (test / unseen), shape 0.56 / 0.63 against 0.55 / 0.58, held-out flow loss 0.302
@@ -112,7 +112,7 @@ LAYOUT_STAGES = ("t2v_readout", "t2v_prior", "t2v_layout")
 DETAIL_STEPS, DETAIL_LR, DETAIL_SHIFT, DETAIL_CACHE_CLIPS = 4000, 5e-4, 1.0, 4096
 DETAIL_FROM = "workdirs/demo/t2v_mix"
 # stage=t2v_mix: the detail stage's settings on the size mix (issue 14), square clips weighted 8
-# so it sees as many square clips in 1800 steps as the square detail stage in 1000. Last in a
+# so it sees as many square clips in 1800 steps as a 1000-step square detail stage. Last in a
 # recipe it costs square shape (256 held-out prompts per split: 0.518 / 0.566 against 0.554 /
 # 0.599); followed by the square detail stage it does not (0.548 / 0.601), and that model keeps
 # colour and direction at 16:9, 9:16 and twice the duration within 10 % of the square size
