@@ -109,6 +109,9 @@ LAYOUT_STAGES = ("t2v_readout", "t2v_prior", "t2v_layout")
 # against 1000 (256 held-out prompts per split, the same decoder): direction 0.80 / 0.78 against
 # 0.77 / 0.73 (test / unseen), shape 0.56 / 0.63 against 0.55 / 0.58, held-out flow loss 0.302
 # against 0.321; 1000 steps at batch 64, the same compute, bought half of that (session 40).
+# One-shot clips only: on the two-shot world (stage=t2v_detail,world=large_shots) the detail stage
+# brings the two-shot cut back (0.49 of 96 prompts against 0.11) but costs unseen direction 0.78
+# -> 0.72 and unseen shape 0.63 -> 0.59 (RESULTS.md, issue 13, session 41).
 DETAIL_STEPS, DETAIL_LR, DETAIL_SHIFT, DETAIL_CACHE_CLIPS = 4000, 5e-4, 1.0, 4096
 DETAIL_FROM = "workdirs/demo/t2v_mix"
 # stage=t2v_mix: the detail stage's settings on the size mix (issue 14), square clips weighted 8
