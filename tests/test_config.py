@@ -98,10 +98,12 @@ def test_shipped_demo_dit_is_the_recipes_detail_stage():
   shipped = pathlib.Path(C.__file__).parent / "assets" / "demo" / "t2v" / "config.json"
   if not shipped.exists():
     pytest.skip(f"{shipped} is not in this checkout")
-  train = json.loads(shipped.read_text())["train"]
+  cfg = json.loads(shipped.read_text())
   detail = demo.get_config("stage=t2v_detail")
-  assert (train["steps"], train["init_from"]) == (demo.DETAIL_STEPS, demo.DETAIL_FROM)
+  assert (cfg["train"]["steps"], cfg["train"]["init_from"]) == (demo.DETAIL_STEPS, demo.DETAIL_FROM)
   assert detail.train.steps == demo.DETAIL_STEPS
+  # One-shot clips, as measured against the two-shot world (RESULTS.md, issue 13, session 41).
+  assert cfg["data"]["world"] == detail.data.world == demo.DIT_WORLD
 
 
 def test_demo_mix_stage_is_the_detail_stage_on_packed_rows_of_the_size_mix():
