@@ -5,9 +5,8 @@ VAE and a DiT trained on the procedural world). `sora-jax demo --train` makes th
 scratch with the project's own commands — the stages of configs/demo.py (VAE; DiT; DiT
 fine-tuned on multi-shot clips; a layout readout and prior added, the prior fitted alone, then a
 short joint fine-tune; a stage on a mix of sizes (wide, tall, longer, stills) packed into rows;
-more steps at low noise on square clips; the decoder fitted to that DiT's latents), then an
-export —
-which is exactly how the shipped ones were made.
+more steps at low noise on square clips, in two cosine cycles; the decoder fitted to that DiT's
+latents), then an export — which is how the shipped ones were made.
 """
 from __future__ import annotations
 

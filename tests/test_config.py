@@ -92,16 +92,21 @@ def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its
   assert detail.sample.layout_prior_strength == layout.sample.layout_prior_strength
 
 
-def test_shipped_demo_dit_is_the_recipes_detail_stage():
+def test_shipped_demo_dit_is_the_recipes_last_stage():
   # The shipped weights must be what `sora-jax demo --train` makes: a recipe edit without a
   # retrain (or the reverse) is caught here, not by a user whose weights differ.
   shipped = pathlib.Path(C.__file__).parent / "assets" / "demo" / "t2v" / "config.json"
   if not shipped.exists():
     pytest.skip(f"{shipped} is not in this checkout")
   cfg = json.loads(shipped.read_text())
-  detail = demo.get_config("stage=t2v_detail")
-  assert (cfg["train"]["steps"], cfg["train"]["init_from"]) == (demo.DETAIL_STEPS, demo.DETAIL_FROM)
-  assert detail.train.steps == demo.DETAIL_STEPS
+  detail = demo.get_config("stage=t2v_detail2")
+  assert demo.RECIPE_STAGES[-1] == "t2v_detail2" and detail.train.steps == demo.DETAIL_STEPS
+  assert cfg["train"]["steps"] == demo.DETAIL_STEPS
+  # Its start is the recipe's detail stage: by its workdir, or (session 42, that workdir gone)
+  # by the export of it that shipped before, sora_jax/assets/demo/t2v of session 40.
+  assert cfg["train"]["init_from"] in (demo.DETAIL2_FROM, "sora_jax/assets/demo/t2v")
+  for section, key in (("optim", "lr"), ("diffusion", "base_shift"), ("data", "cache_clips")):
+    assert cfg[section][key] == detail[section][key], (section, key)
   # One-shot clips, as measured against the two-shot world (RESULTS.md, issue 13, session 41).
   assert cfg["data"]["world"] == detail.data.world == demo.DIT_WORLD
 
