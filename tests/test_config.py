@@ -92,6 +92,18 @@ def test_demo_detail_stage_trains_the_layout_stage_at_shift_1_and_samples_at_its
   assert detail.sample.layout_prior_strength == layout.sample.layout_prior_strength
 
 
+def test_demo_detail2_stage_is_the_detail_stage_again_from_its_weights():
+  from sora_jax.train import setup
+  detail, again = demo.get_config("stage=t2v_detail"), demo.get_config("stage=t2v_detail2")
+  C.validate(again, num_devices=1)
+  assert again.train.init_from == demo.DETAIL2_FROM == "workdirs/demo/t2v_detail"
+  assert setup.architecture_diff(detail, again) == []
+  # Everything else is the detail stage's, its latent cache included (no second encode).
+  with again.unlocked():
+    again.train.init_from = detail.train.init_from
+  assert again.to_dict() == detail.to_dict()
+
+
 def test_shipped_demo_dit_is_the_recipes_last_stage():
   # The shipped weights must be what `sora-jax demo --train` makes: a recipe edit without a
   # retrain (or the reverse) is caught here, not by a user whose weights differ.
