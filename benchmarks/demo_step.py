@@ -18,7 +18,6 @@ import collections
 import glob
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from dit_step import median_time  # noqa: E402  (benchmarks/ is this script's directory)
 from configs import demo  # noqa: E402
 from sora_jax.train import loop  # noqa: E402
 from sora_jax.train import steps as steps_lib  # noqa: E402
@@ -44,15 +44,6 @@ def stage_config(a):
     cfg[section][name] = (value in ("1", "true", "True") if isinstance(old, bool)
                           else type(old)(value))
   return cfg.lock()
-
-
-def median_ms(fn, n: int) -> float:
-  times = []
-  for _ in range(n):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times) * 1e3
 
 
 def hottest_ops(trainer, state, batch, steps: int, top: int = 15) -> list[tuple[float, str]]:
@@ -93,13 +84,13 @@ def main():
   with trainer._context():
     batch = trainer._next_batch()
     rng = steps_lib.step_rng(0, 0)
-    t_data = median_ms(trainer._next_batch, a.steps)
+    t_data = median_time(trainer._next_batch, 0, a.steps) * 1e3
     loss = jax.jit(lambda p, b, r: recipe.loss(p, b, r, jnp.int32(0))[0])
     grad = jax.jit(jax.grad(lambda p, b, r: recipe.loss(p, b, r, jnp.int32(0))[0]))
     params = state.params
     jax.block_until_ready((loss(params, batch, rng), grad(params, batch, rng)))
-    t_loss = median_ms(lambda: jax.block_until_ready(loss(params, batch, rng)), a.steps)
-    t_grad = median_ms(lambda: jax.block_until_ready(grad(params, batch, rng)), a.steps)
+    t_loss = median_time(lambda: loss(params, batch, rng), 0, a.steps) * 1e3
+    t_grad = median_time(lambda: grad(params, batch, rng), 0, a.steps) * 1e3
     holder = [state]
 
     def run(n):
