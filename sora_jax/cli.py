@@ -94,7 +94,8 @@ _WORLD = flags.DEFINE_enum("world", None, list(config_sections.WORLDS),
                            "eval vae / t2v: clips (and prompts) of this world instead of the "
                            "run's; e.g. --world=large scores a '_shots' run on one-shot prompts.")
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
-_TRAIN = flags.DEFINE_bool("train", False, "demo: train both stages from scratch first.")
+_TRAIN = flags.DEFINE_bool("train", False, "demo: train configs/demo.py's recipe from scratch into "
+                           "--workdir (default workdirs/demo; ~5 h on 2 cores), sample its export.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sample/demo: replace an existing --out; "
                                "train: delete another run found in --workdir and start afresh.")
 _RESUME_STEP = flags.DEFINE_integer("resume_step", None, "train: resume from this checkpoint "

@@ -6,7 +6,8 @@ scratch with the project's own commands — the stages of configs/demo.py (VAE; 
 fine-tuned on multi-shot clips; a layout readout and prior added, the prior fitted alone, then a
 short joint fine-tune; a stage on a mix of sizes (wide, tall, longer, stills) packed into rows;
 more steps at low noise on square clips, in two cosine cycles; the decoder fitted to that DiT's
-latents), then an export — which is how the shipped ones were made.
+latents), then an export into the workdir (WORKDIR/export/{vae,t2v}) — which is how the shipped
+ones were made, and what `sora-jax demo --workdir=WORKDIR` then samples.
 """
 from __future__ import annotations
 
@@ -15,11 +16,25 @@ import os
 import numpy as np
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets", "demo")
+EXPORT = "export"   # train_and_export's {vae,t2v} inside its workdir
 
 
-def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> str:
+def model_dir(workdir: str | None) -> str:
+  """The t2v run `sora-jax demo` samples: WORKDIR/export/t2v (what `demo --train` made), else
+  WORKDIR/t2v (a `sora-jax train` run of stage=t2v), else the shipped model. The export comes
+  first: WORKDIR/t2v of a `demo --train` workdir is only its first DiT stage."""
+  from sora_jax import runs
+  for d in ([os.path.join(workdir, EXPORT, "t2v"), os.path.join(workdir, "t2v")] if workdir
+            else []):
+    if runs.has_config(d):
+      return d
+  return os.path.join(ASSETS, "t2v")
+
+
+def train_and_export(workdir: str = "workdirs/demo", out_dir: str | None = None) -> str:
   """Trains the demo stages (each resuming if interrupted) and exports the EMA weights of the
-  refined VAE and of the last DiT stage."""
+  refined VAE and of the last DiT stage into out_dir (default WORKDIR/export). Not into the
+  package: a run that is worse, or stopped halfway, must not replace the shipped model."""
   from configs import demo as demo_config
   from sora_jax.train import loop
   vae_dir = os.path.join(workdir, "vae")
@@ -37,7 +52,7 @@ def train_and_export(workdir: str = "workdirs/demo", out_dir: str = ASSETS) -> s
   cfg.train.init_from, cfg.vae.refine_t2v = os.path.abspath(vae_dir), os.path.abspath(t2v_dir)
   refiner_dir = os.path.join(workdir, "vae_refiner")
   loop.train(cfg.lock(), refiner_dir)
-  return export_assets(refiner_dir, t2v_dir, out_dir)
+  return export_assets(refiner_dir, t2v_dir, out_dir or os.path.join(workdir, EXPORT))
 
 
 def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:
@@ -71,13 +86,12 @@ def run(prompt: str, out: str, *, workdir: str | None = None, train: bool = Fals
       prompt, out, num_frames=kw.get("num_frames"), overwrite=kw.get("overwrite", False),
       unsigned=kw.get("unsigned", False), safety_policy=safety_policy, frame_hooks=frame_hooks)
   if train:
-    train_and_export(workdir or "workdirs/demo")
-  run_dir = workdir and os.path.join(workdir, "t2v")
-  if not run_dir or not runs.has_config(run_dir):
-    run_dir = os.path.join(ASSETS, "t2v")
+    workdir = workdir or "workdirs/demo"
+    train_and_export(workdir)
+  run_dir = model_dir(workdir)
   if not runs.has_export(run_dir) and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise FileNotFoundError(
-        f"no demo model at {run_dir}; make one with `sora-jax demo --train` (about an hour on "
+        f"no demo model at {run_dir}; make one with `sora-jax demo --train` (about 5 hours on "
         f"2 CPU cores) or pass --workdir of a `sora-jax train` run with a t2v/ stage")
   system, params = runs.open_t2v(run_dir)
   t2v = TextToVideo(system, params, classifier=classifier, on_long=on_long)

@@ -190,6 +190,20 @@ def test_flops_prints_params_and_gmacs_side_by_side():
   assert float(cols["gmacs_xla"]) == pytest.approx(118.6, rel=0.01)
 
 
+def test_demo_samples_the_export_of_its_workdir_not_the_first_stage(tmp_path):
+  # `demo --train --workdir=W` trains W/t2v (the first DiT stage) ... W/t2v_detail2 and exports
+  # the shipped pair to W/export: the demo must sample the export, not W/t2v.
+  from sora_jax import demo
+  w = tmp_path / "w"
+  assert demo.model_dir(None) == demo.model_dir(str(w)) == os.path.join(demo.ASSETS, "t2v")
+  (w / "t2v").mkdir(parents=True)
+  (w / "t2v" / "config.json").write_text("{}")
+  assert demo.model_dir(str(w)) == str(w / "t2v")    # a plain `sora-jax train` run
+  (w / "export" / "t2v").mkdir(parents=True)
+  (w / "export" / "t2v" / "config.json").write_text("{}")
+  assert demo.model_dir(str(w)) == str(w / "export" / "t2v")
+
+
 def test_readme_main_job_writes_a_text_to_video_result(tmp_path):
   from sora_jax import demo
   if not os.path.isdir(os.path.join(demo.ASSETS, "t2v")):
