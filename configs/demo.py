@@ -22,7 +22,8 @@ Two stages share one data setup (17 frames of 64x64 from the procedural world):
   sora-jax train --config=configs/demo.py:stage=t2v_detail2 --workdir=workdirs/demo/t2v_detail2 \
       --config.vae_workdir=workdirs/demo/vae
   sora-jax train --config=configs/demo.py:stage=vae_refiner --workdir=workdirs/demo/vae_refiner
-(RECIPE_STAGES: the DiT stages in order, each starting from the one before.)
+(RECIPE_STAGES: the DiT stages in order, each starting from the one before. recipe=fast on
+vae, t2v, t2v_prior, t2v_layout, t2v_detail and vae_refiner: the recipe cut to 2 hours, FAST_STEPS.)
 The shipped demo weights (sora_jax/assets/demo) are the EMA weights of the vae_refiner run (the
 vae run's encoder, a decoder fitted to t2v_detail2's latents) and of t2v_detail2;
 see README. VAE_PHASES continue the VAE run to the 30 dB model of experiments/vae_30db.sh.
@@ -136,6 +137,16 @@ MIX_STAGE_SIZES = "17x64x64:8,17x64x112,17x112x64,33x64x64,1x64x64"
 # The DiT stages of `sora-jax demo --train`, in order: each stage's default init_from is the
 # workdir of the one before (the vae stage first, vae_refiner last).
 RECIPE_STAGES = ("t2v", "t2v_shots", *LAYOUT_STAGES, "t2v_mix", "t2v_detail", "t2v_detail2")
+# recipe=fast: the recipe cut to issue 13's 2-hour budget on the 2-core box (the vae stage as in
+# the full recipe, ~50 min, then ~65 min of DiT and refiner): one cache of FAST_CACHE_CLIPS clips
+# for every DiT stage; the t2v stage trains the layout readout and prior from step 0 (so no shots
+# or readout stage: session 36); then the prior fitted alone, a short joint stage and one detail
+# stage; no size-mix stage. What it scores against the full recipe: RESULTS.md, issue 13,
+# session 43. `sora-jax demo --train --recipe=fast` runs it into workdirs/demo_fast.
+FAST_STEPS = {"t2v": 2500, "t2v_prior": 1000, "t2v_layout": 500, "t2v_detail": 2500}
+FAST_RECIPE_STAGES = tuple(FAST_STEPS)
+FAST_CACHE_CLIPS = 4096
+RECIPES = {"full": RECIPE_STAGES, "fast": FAST_RECIPE_STAGES}
 # stage=t2v,mix=1: the size mix (frames x height x width:weight); 80, 140, 140, 144, 16 tokens.
 # Not the shipped recipe: at 6000 steps it matched the square stage on colour at every size and
 # trailed it on direction (0.55 vs 0.61 over four sizes, 64 prompts each) at 1.8 vs 2.2 steps/s
@@ -176,7 +187,14 @@ def get_config(arg=None):
   # benchmarks/RESULTS.md, issue 13.
   a = common.parse_arg(arg, stage="t2v", steps=0, world="", comp="4x8x8", zch=16,
                        patch="1x2x2", text="words:96", mix=False, tasks=True, runlocal=False,
-                       **_VAE_LOSS)
+                       recipe="full", **_VAE_LOSS)
+  if a.recipe not in RECIPES:
+    raise ValueError(f"configs/demo.py: config argument recipe={a.recipe!r} is not known; use "
+                     f"one of {', '.join(RECIPES)}")
+  fast = a.recipe == "fast"
+  if fast and a.stage not in ("vae", "vae_refiner", *FAST_RECIPE_STAGES):
+    raise ValueError(f"configs/demo.py: stage={a.stage!r} is not in recipe=fast; its stages are "
+                     f"vae, {', '.join(FAST_RECIPE_STAGES)}, vae_refiner")
   shots = a.stage == "t2v_shots"
   layout = a.stage in (*LAYOUT_STAGES, *_DETAIL_STAGES)
   world = a.world or {"vae": "full", "t2v_shots": DIT_WORLD + "_shots",
@@ -189,6 +207,8 @@ def get_config(arg=None):
                "t2v_layout": LAYOUT_STEPS, "t2v_detail": DETAIL_STEPS, "t2v_detail2": DETAIL_STEPS,
                "t2v_mix": MIX_STAGE_STEPS,
                "vae_refiner": REFINER_STEPS}.get(a.stage, 0)
+    if fast:
+      a.steps = FAST_STEPS.get(a.stage, a.steps)
   if a.stage == "vae_refiner":
     c = _refiner_stage(a, world)
   elif a.stage in ("vae", "vae_critic", "vae_decoder"):
@@ -266,6 +286,8 @@ def get_config(arg=None):
         c.train.eval_every = a.steps
       if layout:
         _layout_stage(c, a.stage, a.steps)
+      if fast:
+        _fast_stage(c, a.stage, a.steps)
     c.lock()
   else:
     raise ValueError(f"config argument 'stage' must be 'vae', 'vae_critic', 'vae_decoder', "
@@ -302,6 +324,17 @@ def _layout_stage(c, stage: str, steps: int) -> None:
     c.diffusion.base_shift = DETAIL_SHIFT
 
 
+def _fast_stage(c, stage: str, steps: int) -> None:
+  """recipe=fast (see FAST_STEPS): one shared cache; each stage from the one before it."""
+  c.data.cache_clips = FAST_CACHE_CLIPS
+  c.train.eval_every = c.train.sample_every = steps
+  if stage == "t2v":
+    c.model.layout_readout = c.model.layout_prior = True
+  else:
+    before = FAST_RECIPE_STAGES[FAST_RECIPE_STAGES.index(stage) - 1]
+    c.train.init_from = f"workdirs/demo_fast/{before}"
+
+
 def _refiner_stage(a, world: str):
   """stage=vae_refiner (see REFINER_STEPS): the vae stage's VAE, its decoder fitted to the last
   DiT stage's latents."""
@@ -320,4 +353,7 @@ def _refiner_stage(a, world: str):
   c.train.init_from = VAE_CRITIC_FROM
   c.vae.freeze_encoder = True
   c.vae.refine_t2v, c.vae.refine_clips = REFINER_FROM, REFINER_CLIPS
+  if a.recipe == "fast":
+    c.train.init_from = VAE_CRITIC_FROM.replace("workdirs/demo/", "workdirs/demo_fast/")
+    c.vae.refine_t2v = f"workdirs/demo_fast/{FAST_RECIPE_STAGES[-1]}"
   return c.lock()

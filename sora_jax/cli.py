@@ -96,6 +96,9 @@ _WORLD = flags.DEFINE_enum("world", None, list(config_sections.WORLDS),
 _NUM_CLIPS = flags.DEFINE_integer("num_clips", 4, "Clips in the data preview grid.")
 _TRAIN = flags.DEFINE_bool("train", False, "demo: train configs/demo.py's recipe from scratch into "
                            "--workdir (default workdirs/demo; ~5 h on 2 cores), sample its export.")
+_RECIPE = flags.DEFINE_enum("recipe", "full", ["full", "fast"], "demo --train: configs/demo.py's "
+                            "recipe: full (the shipped model) or fast (2 hours; into "
+                            "workdirs/demo_fast by default).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sample/demo: replace an existing --out; "
                                "train: delete another run found in --workdir and start afresh.")
 _RESUME_STEP = flags.DEFINE_integer("resume_step", None, "train: resume from this checkpoint "
@@ -252,7 +255,10 @@ def cmd_demo(argv):
   from sora_jax import demo
   request = _sample_request()
   request["out"] = _OUT.value or "outputs/demo.mp4"
-  report = demo.run(workdir=_WORKDIR.value, train=_TRAIN.value, **request)
+  if _RECIPE.present and not _TRAIN.value:
+    raise app.UsageError("--recipe picks what `demo --train` trains; add --train, or sample an "
+                         "earlier run with --workdir")
+  report = demo.run(workdir=_WORKDIR.value, train=_TRAIN.value, recipe=_RECIPE.value, **request)
   print(f"wrote {report['path']}")
 
 

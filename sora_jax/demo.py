@@ -31,24 +31,27 @@ def model_dir(workdir: str | None) -> str:
   return os.path.join(ASSETS, "t2v")
 
 
-def train_and_export(workdir: str = "workdirs/demo", out_dir: str | None = None) -> str:
-  """Trains the demo stages (each resuming if interrupted) and exports the EMA weights of the
+def train_and_export(workdir: str = "workdirs/demo", out_dir: str | None = None,
+                     recipe: str = "full") -> str:
+  """Trains the demo stages of `recipe` (configs/demo.py: 'full' made the shipped weights, 'fast'
+  fits 2 hours on 2 cores), each resuming if interrupted, and exports the EMA weights of the
   refined VAE and of the last DiT stage into out_dir (default WORKDIR/export). Not into the
   package: a run that is worse, or stopped halfway, must not replace the shipped model."""
   from configs import demo as demo_config
   from sora_jax.train import loop
+  stages = demo_config.RECIPES[recipe]   # an unknown recipe fails here, before any training
   vae_dir = os.path.join(workdir, "vae")
   loop.train(demo_config.get_config("stage=vae"), vae_dir)
   t2v_dir = ""
-  for stage in demo_config.RECIPE_STAGES:
-    cfg = demo_config.get_config(f"stage={stage}").unlock()
+  for stage in stages:
+    cfg = demo_config.get_config(f"stage={stage},recipe={recipe}").unlock()
     cfg.vae_workdir = os.path.abspath(vae_dir)
     if t2v_dir:
       cfg.train.init_from = os.path.abspath(t2v_dir)   # the stage before, wherever workdir is
     t2v_dir = os.path.join(workdir, stage)
     loop.train(cfg.lock(), t2v_dir)
   # The decoder last: it is fitted to the latents of the DiT that ships.
-  cfg = demo_config.get_config("stage=vae_refiner").unlock()
+  cfg = demo_config.get_config(f"stage=vae_refiner,recipe={recipe}").unlock()
   cfg.train.init_from, cfg.vae.refine_t2v = os.path.abspath(vae_dir), os.path.abspath(t2v_dir)
   refiner_dir = os.path.join(workdir, "vae_refiner")
   loop.train(cfg.lock(), refiner_dir)
@@ -69,7 +72,8 @@ def export_assets(vae_dir: str, t2v_dir: str, out_dir: str = ASSETS) -> str:
 
 
 def run(prompt: str, out: str, *, workdir: str | None = None, train: bool = False,
-        safety_policy: str = "", frame_hooks=(), on_long: str = "error", **kw) -> dict:
+        recipe: str = "full", safety_policy: str = "", frame_hooks=(), on_long: str = "error",
+        **kw) -> dict:
   """Writes the labelled video for `prompt` to `out` and returns the write report.
 
   Takes every sampling option `sora-jax sample` takes. The demo is the first thing a newcomer
@@ -86,8 +90,8 @@ def run(prompt: str, out: str, *, workdir: str | None = None, train: bool = Fals
       prompt, out, num_frames=kw.get("num_frames"), overwrite=kw.get("overwrite", False),
       unsigned=kw.get("unsigned", False), safety_policy=safety_policy, frame_hooks=frame_hooks)
   if train:
-    workdir = workdir or "workdirs/demo"
-    train_and_export(workdir)
+    workdir = workdir or ("workdirs/demo" if recipe == "full" else f"workdirs/demo_{recipe}")
+    train_and_export(workdir, recipe=recipe)
   run_dir = model_dir(workdir)
   if not runs.has_export(run_dir) and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
     raise FileNotFoundError(

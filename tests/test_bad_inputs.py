@@ -137,6 +137,8 @@ def test_demo_refuses_what_it_cannot_honour(capsys, tmp_path, keys):
   assert code == 2 and "--frames=0" in err
   code, err = sora(capsys, "demo", "--steps=-1", f"--out={tmp_path / 'd.mp4'}")
   assert code == 2 and "--steps=-1" in err
+  code, err = sora(capsys, "demo", "--recipe=fast", f"--out={tmp_path / 'd.mp4'}")
+  assert code != 0 and "add --train" in err and not (tmp_path / "d.mp4").exists()
 
 
 def test_keys_and_verify_errors(capsys, tmp_path, keys):

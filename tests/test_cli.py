@@ -204,6 +204,29 @@ def test_demo_samples_the_export_of_its_workdir_not_the_first_stage(tmp_path):
   assert demo.model_dir(str(w)) == str(w / "export" / "t2v")
 
 
+@pytest.mark.parametrize("recipe", ["full", "fast"])
+def test_demo_train_runs_the_recipes_stages_in_order_and_exports_into_its_workdir(
+    tmp_path, monkeypatch, recipe):
+  from configs import demo as demo_config
+  from sora_jax import demo
+  from sora_jax.train import loop
+  runs, exported = [], []
+  monkeypatch.setattr(loop, "train", lambda cfg, workdir: runs.append((cfg, workdir)))
+  monkeypatch.setattr(demo, "export_assets", lambda *a: exported.append(a) or a[-1])
+  w = str(tmp_path / "w")
+  demo.train_and_export(w, recipe=recipe)
+  stages = demo_config.RECIPES[recipe]
+  assert [os.path.basename(d) for _, d in runs] == ["vae", *stages, "vae_refiner"]
+  for (_, before), (cfg, _) in zip(runs[1:], runs[2:-1]):
+    assert cfg.train.init_from == os.path.abspath(before)   # each DiT stage from the one before
+  assert all(cfg.vae_workdir == os.path.abspath(runs[0][1]) for cfg, _ in runs[1:-1])
+  assert [cfg.train.steps for cfg, _ in runs[1:-1]] == [
+      demo_config.get_config(f"stage={s},recipe={recipe}").train.steps for s in stages]
+  refiner = runs[-1][0]
+  assert refiner.vae.refine_t2v == os.path.abspath(runs[-2][1])
+  assert exported == [(runs[-1][1], runs[-2][1], os.path.join(w, "export"))]
+
+
 def test_readme_main_job_writes_a_text_to_video_result(tmp_path):
   from sora_jax import demo
   if not os.path.isdir(os.path.join(demo.ASSETS, "t2v")):

@@ -148,6 +148,46 @@ def test_demo_recipe_stages_each_start_from_the_stage_before():
   assert demo.REFINER_FROM == f"workdirs/demo/{stages[-1]}"
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def test_demo_fast_recipe_is_the_full_recipes_stages_shortened_on_one_cache():
+  """recipe=fast (issue 13's 2-hour budget): each stage warm-starts from the one before in
+  workdirs/demo_fast, and all of them read one latent cache (one encode)."""
+  from sora_jax.train import setup, warm_start
+  stages = demo.FAST_RECIPE_STAGES
+  cfgs = [demo.get_config(f"stage={s},recipe=fast") for s in stages]
+  for stage, c in zip(stages, cfgs):
+    C.validate(c, num_devices=1)
+    full = demo.get_config(f"stage={stage}")
+    assert c.train.steps == demo.FAST_STEPS[stage] < full.train.steps, stage
+    assert c.data.cache_clips == demo.FAST_CACHE_CLIPS and c.model.layout_prior, stage
+    # Only steps, cache, evaluations and where it starts differ from the full recipe's stage.
+    flat, fast = _flat(full.to_dict()), _flat(c.to_dict())
+    diff = {k for k in flat if flat[k] != fast[k]}
+    assert diff <= {"train.steps", "optim.warmup_steps", "train.init_from", "train.eval_every",
+                    "train.sample_every", "data.cache_clips", "model.layout_readout",
+                    "model.layout_prior"}, (stage, diff)
+  assert cfgs[0].train.init_from == "" and cfgs[0].model.layout_readout
+  for stage, before, c in zip(stages, cfgs, cfgs[1:]):
+    assert c.train.init_from == f"workdirs/demo_fast/{stage}"
+    assert [d for d in setup.architecture_diff(before, c)
+            if not d.startswith(warm_start._TOLERATED)] == []
+  data = {k: v for k, v in cfgs[0].data.items() if k not in ("batch_size",)}
+  assert all({k: c.data[k] for k in data} == data for c in cfgs)   # one cache for all of them
+  refiner = demo.get_config("stage=vae_refiner,recipe=fast")
+  assert refiner.vae.refine_t2v == f"workdirs/demo_fast/{stages[-1]}"
+  assert refiner.train.init_from == "workdirs/demo_fast/vae"
+  with pytest.raises(ValueError, match="not in recipe=fast"):
+    demo.get_config("stage=t2v_shots,recipe=fast")
+  with pytest.raises(ValueError, match="recipe='slow'"):
+    demo.get_config("stage=t2v,recipe=slow")
+
+
 def test_demo_shots_stage_fine_tunes_the_t2v_stage_on_two_shot_clips():
   from sora_jax.train import setup, warm_start
   base, shots = demo.get_config("stage=t2v"), demo.get_config("stage=t2v_shots")
