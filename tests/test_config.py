@@ -171,7 +171,8 @@ def test_demo_fast_recipe_is_the_full_recipes_stages_shortened_on_one_cache():
     diff = {k for k in flat if flat[k] != fast[k]}
     assert diff <= {"train.steps", "optim.warmup_steps", "train.init_from", "train.eval_every",
                     "train.sample_every", "data.cache_clips", "model.layout_readout",
-                    "model.layout_prior"}, (stage, diff)
+                    "model.layout_prior", "optim.name"}, (stage, diff)
+    assert c.optim.name == demo.FAST_OPTIM.get(stage, full.optim.name), stage
   assert cfgs[0].train.init_from == "" and cfgs[0].model.layout_readout
   for stage, before, c in zip(stages, cfgs, cfgs[1:]):
     assert c.train.init_from == f"workdirs/demo_fast/{stage}"
