@@ -273,6 +273,16 @@ def check_optim(config: mlc.ConfigDict) -> None:
     raise ConfigError(f"config.optim.ema_decay={o.ema_decay} must be in [0, 1)")
 
 
+def check_eval(config: mlc.ConfigDict) -> None:
+  t = config.get("train")
+  n = int(t.get("eval_loss_num", 0)) if t is not None else 0
+  if n < 0:
+    raise ConfigError(f"config.train.eval_loss_num={n} must be >= 0 (0 = train.eval_num)")
+  if n and config.get("task") != "t2v":
+    raise ConfigError(f"config.train.eval_loss_num={n} sizes the text-to-video loss report; a "
+                      f"{config.get('task')} run evaluates train.eval_num clips: set it to 0")
+
+
 def check_frozen_encoder(config: mlc.ConfigDict) -> None:
   v = config.get("vae")
   if config.get("task") != "vae" or v is None or not v.get("freeze_encoder", False):
@@ -331,6 +341,7 @@ def validate(config: mlc.ConfigDict, num_devices: int | None = None,
   check_frame_tasks(config)
   check_model(config)
   check_optim(config)
+  check_eval(config)
   check_frozen_encoder(config)
   check_decoder_refining(config)
   check_mesh(config, num_devices, process_count)

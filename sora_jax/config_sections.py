@@ -312,6 +312,9 @@ def train_section(**overrides) -> mlc.ConfigDict:
       sample_every=5000,        # steps between sample videos / reconstructions; 0 = off
       eval_every=0,             # steps between held-out evaluations (data.eval_split); 0 = off
       eval_num=8,               # held-out prompts / clips per periodic evaluation
+      # t2v: held-out clips for the loss report (flow loss, text and word gains); 0 = eval_num.
+      # A 16-clip word gain moves by ~1 % with the clips (RESULTS.md, issue 13, session 46).
+      eval_loss_num=0,
       keep_checkpoints=3,       # checkpoints kept on disk
       async_checkpoint=True,    # write checkpoints in the background
       dry_run=False,            # compile and report memory / FLOPs, do not train

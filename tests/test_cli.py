@@ -53,7 +53,8 @@ def runs(tmp_path_factory):
   os.remove(lpips)
   sora("train", "--config=configs/t2v.py:runlocal,res=32,frames=9", f"--workdir={t2v_dir}",
        f"--config.vae_workdir={vae_dir}", "--config.train.steps=4",
-       f"--config.data.cache_dir={root / 'latents'}", "--config.data.cache_clips=8")
+       f"--config.data.cache_dir={root / 'latents'}", "--config.data.cache_clips=8",
+       "--config.train.eval_loss_num=5")   # 2 sampled (runlocal's eval_num), 5 for the losses
   return root, vae_dir, t2v_dir
 
 
@@ -86,6 +87,9 @@ def test_train_writes_checkpoints_metrics_and_videos(runs):
   assert np.isfinite(evals[-1]["eval/color_gain_pct"])
   assert all(np.isfinite(v) for k, v in evals[-1].items() if k.endswith("_gain_pct"))
   assert np.isfinite(evals[-1]["eval/flow_loss"])
+  # train.eval_loss_num: the loss report over 5 held-out clips (encoded 2 at a time, the last
+  # chunk padded), the samples over eval_num's 2.
+  assert evals[-1]["eval/loss_clips"] == 5
   vae_rows = [json.loads(line) for line in open(os.path.join(vae_dir, "metrics.jsonl"))]
   assert any("eval/psnr" in r and "eval/ssim" in r for r in vae_rows)
   # The DiT trained on latents its VAE encoded once into the cache.

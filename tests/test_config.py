@@ -305,6 +305,7 @@ def _t2v(**over):
     ({"optim.lr": 0.0}, "optim.lr"),
     ({"optim.warmup_steps": 100}, "optim.warmup_steps"),
     ({"optim.ema_decay": 1.0}, "optim.ema_decay"),
+    ({"train.eval_loss_num": -1}, "train.eval_loss_num"),
     ({"mesh.tensor": 3}, "mesh"),
     ({"mesh.data": 0}, "mesh.data"),
 ])
@@ -374,3 +375,10 @@ def test_class_image_is_refused_for_training_only():
     C.validate(c, num_devices=4, training=True)
   C.validate(t2v.get_config("runlocal"), num_devices=4, training=True)
   C.validate(vae.get_config("runlocal"), num_devices=4, training=True)
+
+
+def test_eval_loss_num_is_refused_where_nothing_reads_it():
+  c = vae.get_config("runlocal").unlock()
+  c.train.eval_loss_num = 64
+  with pytest.raises(C.ConfigError, match=r"train\.eval_loss_num=64 sizes the text-to-video"):
+    C.validate(c, num_devices=4)

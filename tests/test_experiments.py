@@ -337,3 +337,15 @@ def test_refiner_decoder_runs_the_recipe_stage_on_the_vae_its_dit_was_trained_on
   assert c.vae.shortcut_layout == runs.load_config(vae).vae.shortcut_layout == "subpixel"
   assert c.vae.freeze_encoder and c.vae.refine_strengths == (0.5,) and c.train.steps == 20
   assert c.vae.adv_weight == 0.25 and c.vae.adv_adaptive and c.data.frames == 17
+
+def test_word_gains_reports_each_group_of_the_held_out_clips(t2v_tiny):
+  from experiments import word_gains
+  names, tokens, losses = word_gains.losses_on(t2v_tiny.system, t2v_tiny.params,
+                                               t2v_tiny.config, num=4, chunk=3)
+  assert names[:2] == ["true", "null"] and losses.shape[::2] == (len(names), 4)
+  groups = word_gains.group_reports(names, tokens, losses, group=2)
+  assert len(groups) == 2 and all(np.isfinite(g["flow_loss"]) for g in groups)
+  # the groups split the clips: their mean flow loss is the whole report's
+  from sora_jax.eval import counterfactual as cf
+  whole = cf.loss_report(names, tokens, losses)
+  assert np.isclose(np.mean([g["flow_loss"] for g in groups]), whole["flow_loss"])

@@ -179,7 +179,7 @@ class Trainer:
     self.rules = rules_lib.rules_for(config.rules)
     self.recipe = setup_lib.make_recipe(config, resolved)
     self.data_it = self.recipe.make_iterator(seed=config.seed)
-    self.held_out = (setup_lib.held_out(config, int(config.train.eval_num))
+    self.held_out = (setup_lib.held_out(config, setup_lib.held_out_num(config.train))
                      if config.train.eval_every and not config.train.dry_run else None)
     self.ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints,
                                       async_save=config.train.async_checkpoint)

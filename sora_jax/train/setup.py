@@ -97,6 +97,12 @@ def recipe_for(config, workdir: str | None = None):
   return config, make_recipe(config, resolved)
 
 
+def held_out_num(train_cfg) -> int:
+  """Held-out clips an evaluation reads: train.eval_num sampled, train.eval_loss_num (if more)
+  for the loss report."""
+  return max(int(train_cfg.eval_num), int(train_cfg.eval_loss_num), 1)
+
+
 def held_out(config, num: int) -> dict | None:
   """The first `num` clips of data.eval_split (short captions), or None if there is none."""
   d = config.data.copy_and_resolve_references()

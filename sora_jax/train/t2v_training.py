@@ -150,6 +150,21 @@ class T2VTraining:
     return to_uint8(process_sync.fetch(self._generate(params, jnp.asarray(tokens),
                                                       jnp.asarray(mask), rng)))
 
+  def _encode_held_out(self, video: np.ndarray) -> jax.Array:
+    """Latents of the held-out clips, encoded train.eval_num at a time (the last chunk padded):
+    one compiled encoder, and a VAE's activations for a few clips at once, not for all
+    train.eval_loss_num."""
+    n, total = max(1, int(self.config.train.eval_num)), len(video)
+    chunks = []
+    for i in range(0, total, n):
+      part = video[i:i + n]
+      pad = n - len(part)
+      if pad:
+        part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+      chunks.append(np.asarray(process_sync.fetch(self._encode(
+          jnp.asarray(to_model_range(part)))))[:n - pad])
+    return jnp.asarray(np.concatenate(chunks))
+
   def visualize(self, params, batch, rng) -> dict[str, np.ndarray]:
     del batch
     n = max(1, int(self.config.train.eval_num))
@@ -164,12 +179,14 @@ class T2VTraining:
     captions = [str(c) for c in held_out["caption"]]   # short captions: the evaluator's specs
     names, tokens, masks = counterfactual.captionings(
         self.system, captions, world=self.config.data.name == "shapes_world")
-    latents = self._encode(jnp.asarray(to_model_range(held_out["video"])))
     losses = np.asarray(process_sync.fetch(self._held_out_loss(
-        params, latents, jnp.asarray(tokens), jnp.asarray(masks), jax.random.key(0))))
+        params, self._encode_held_out(held_out["video"]), jnp.asarray(tokens),
+        jnp.asarray(masks), jax.random.key(0))))
     # text_gain_pct near 0: the model ignores its text, whatever its samples look like (a
     # faster signal than adherence); <attribute>_gain_pct: which words it reads.
     out = counterfactual.loss_report(names, tokens, losses)
+    out["loss_clips"] = float(len(captions))
+    captions = captions[:max(1, int(self.config.train.eval_num))]   # train.eval_loss_num: more
     videos = {}
     if self.config.data.name == "shapes_world":  # adherence needs the world's ground truth
       frames = self._videos(params, captions, jax.random.key(1))
