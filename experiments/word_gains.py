@@ -42,8 +42,9 @@ def losses_on(system, params, config, num: int, chunk: int
                      f"--num={num} clips")
   captions = [str(c) for c in held["caption"]]
   encode = jax.jit(system.encode)
-  latents = np.concatenate([np.asarray(encode(jnp.asarray(to_model_range(held["video"][i:i + chunk]))))
-                            for i in range(0, num, chunk)])
+  latents = np.concatenate([
+      np.asarray(encode(jnp.asarray(to_model_range(held["video"][i:i + chunk]))))
+      for i in range(0, num, chunk)])
   names, tokens, masks = cf.captionings(system, captions, world=True)
   losses = jax.jit(cf.held_out_losses(system))(params, jnp.asarray(latents), jnp.asarray(tokens),
                                                jnp.asarray(masks), jax.random.key(0))
@@ -88,6 +89,7 @@ def main():
         "| run | " + " | ".join(KEYS) + " |\n|---|" + "---|" * len(KEYS) + "\n"
         + "".join("| " + " | ".join(r[k] for k in ("run", *KEYS)) + " |\n" for r in rows))
   write_table(a.out, {"num": a.num, "group": a.group, "runs": result}, md)
+
 
 if __name__ == "__main__":
   main()

@@ -338,6 +338,7 @@ def test_refiner_decoder_runs_the_recipe_stage_on_the_vae_its_dit_was_trained_on
   assert c.vae.freeze_encoder and c.vae.refine_strengths == (0.5,) and c.train.steps == 20
   assert c.vae.adv_weight == 0.25 and c.vae.adv_adaptive and c.data.frames == 17
 
+
 def test_word_gains_reports_each_group_of_the_held_out_clips(t2v_tiny):
   from experiments import word_gains
   names, tokens, losses = word_gains.losses_on(t2v_tiny.system, t2v_tiny.params,
