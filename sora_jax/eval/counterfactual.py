@@ -19,6 +19,7 @@ from sora_jax.data.world.captions import SHAPE_WORDS
 from sora_jax.data.world.vocab import COLORS, SHAPES
 from sora_jax.eval import worlds
 from sora_jax.models import text_encoder as text_lib
+from sora_jax.systems.vae import to_model_range
 
 # Noise levels of the held-out loss: the same for every eval, so its curve compares steps.
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -79,6 +80,20 @@ def captionings(system, captions: list[str], world: bool) -> tuple[list[str], np
       rows[attr] = system.encode_prompts([swap(c, attr) for c in captions])
   return (list(rows), np.stack([r[0] for r in rows.values()]),
           np.stack([r[1] for r in rows.values()]))
+
+
+def encode_in_chunks(encode, video: np.ndarray, chunk: int) -> np.ndarray:
+  """Latents of uint8 clips [B, ...] by `encode` (model-range video -> latents), `chunk` clips
+  at a time, the last chunk padded: one compiled encoder, and a VAE's activations for a few
+  clips at once, however many the loss report reads."""
+  out = []
+  for i in range(0, len(video), chunk):
+    part = video[i:i + chunk]
+    pad = chunk - len(part)
+    if pad:
+      part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+    out.append(np.asarray(encode(jnp.asarray(to_model_range(part))))[:chunk - pad])
+  return np.concatenate(out)
 
 
 def held_out_losses(system, t_grid: tuple[float, ...] = T_GRID):

@@ -150,21 +150,6 @@ class T2VTraining:
     return to_uint8(process_sync.fetch(self._generate(params, jnp.asarray(tokens),
                                                       jnp.asarray(mask), rng)))
 
-  def _encode_held_out(self, video: np.ndarray) -> jax.Array:
-    """Latents of the held-out clips, encoded train.eval_num at a time (the last chunk padded):
-    one compiled encoder, and a VAE's activations for a few clips at once, not for all
-    train.eval_loss_num."""
-    n, total = max(1, int(self.config.train.eval_num)), len(video)
-    chunks = []
-    for i in range(0, total, n):
-      part = video[i:i + n]
-      pad = n - len(part)
-      if pad:
-        part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-      chunks.append(np.asarray(process_sync.fetch(self._encode(
-          jnp.asarray(to_model_range(part)))))[:n - pad])
-    return jnp.asarray(np.concatenate(chunks))
-
   def visualize(self, params, batch, rng) -> dict[str, np.ndarray]:
     del batch
     n = max(1, int(self.config.train.eval_num))
@@ -180,7 +165,9 @@ class T2VTraining:
     names, tokens, masks = counterfactual.captionings(
         self.system, captions, world=self.config.data.name == "shapes_world")
     losses = np.asarray(process_sync.fetch(self._held_out_loss(
-        params, self._encode_held_out(held_out["video"]), jnp.asarray(tokens),
+        params, jnp.asarray(counterfactual.encode_in_chunks(
+            lambda v: process_sync.fetch(self._encode(v)), held_out["video"],
+            max(1, int(self.config.train.eval_num)))), jnp.asarray(tokens),
         jnp.asarray(masks), jax.random.key(0))))
     # text_gain_pct near 0: the model ignores its text, whatever its samples look like (a
     # faster signal than adherence); <attribute>_gain_pct: which words it reads.
