@@ -26,6 +26,7 @@ from _plots import write_table  # noqa: E402
 
 from sora_jax import runs  # noqa: E402
 from sora_jax.eval import counterfactual as cf  # noqa: E402
+from sora_jax.systems.vae import to_model_range  # noqa: E402
 from sora_jax.train import setup as setup_lib  # noqa: E402
 
 KEYS = ("flow_loss", "text_gain_pct", "color_gain_pct", "shape_gain_pct", "direction_gain_pct")
@@ -40,7 +41,9 @@ def losses_on(system, params, config, num: int, chunk: int
     raise SystemExit(f"the held-out split ({config.data.eval_split}) gave fewer than "
                      f"--num={num} clips")
   captions = [str(c) for c in held["caption"]]
-  latents = cf.encode_in_chunks(jax.jit(system.encode), held["video"], chunk)
+  encode = jax.jit(system.encode)
+  latents = cf.encode_in_chunks(lambda v: encode(jnp.asarray(to_model_range(v))), held["video"],
+                                chunk)
   names, tokens, masks = cf.captionings(system, captions, world=True)
   losses = jax.jit(cf.held_out_losses(system))(params, jnp.asarray(latents), jnp.asarray(tokens),
                                                jnp.asarray(masks), jax.random.key(0))

@@ -19,7 +19,6 @@ from sora_jax.data.world.captions import SHAPE_WORDS
 from sora_jax.data.world.vocab import COLORS, SHAPES
 from sora_jax.eval import worlds
 from sora_jax.models import text_encoder as text_lib
-from sora_jax.systems.vae import to_model_range
 
 # Noise levels of the held-out loss: the same for every eval, so its curve compares steps.
 T_GRID = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -83,7 +82,7 @@ def captionings(system, captions: list[str], world: bool) -> tuple[list[str], np
 
 
 def encode_in_chunks(encode, video: np.ndarray, chunk: int) -> np.ndarray:
-  """Latents of uint8 clips [B, ...] by `encode` (model-range video -> latents), `chunk` clips
+  """Latents of clips [B, ...] by `encode` (a chunk of them -> its latents), `chunk` clips
   at a time, the last chunk padded: one compiled encoder, and a VAE's activations for a few
   clips at once, however many the loss report reads."""
   out = []
@@ -92,7 +91,7 @@ def encode_in_chunks(encode, video: np.ndarray, chunk: int) -> np.ndarray:
     pad = chunk - len(part)
     if pad:
       part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-    out.append(np.asarray(encode(jnp.asarray(to_model_range(part))))[:chunk - pad])
+    out.append(np.asarray(encode(part))[:chunk - pad])
   return np.concatenate(out)
 
 

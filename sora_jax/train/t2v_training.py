@@ -166,7 +166,8 @@ class T2VTraining:
         self.system, captions, world=self.config.data.name == "shapes_world")
     losses = np.asarray(process_sync.fetch(self._held_out_loss(
         params, jnp.asarray(counterfactual.encode_in_chunks(
-            lambda v: process_sync.fetch(self._encode(v)), held_out["video"],
+            lambda v: process_sync.fetch(self._encode(jnp.asarray(to_model_range(v)))),
+            held_out["video"],
             max(1, int(self.config.train.eval_num)))), jnp.asarray(tokens),
         jnp.asarray(masks), jax.random.key(0))))
     # text_gain_pct near 0: the model ignores its text, whatever its samples look like (a
